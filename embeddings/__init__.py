@@ -1,0 +1,1 @@
+"""Design-space enumeration, architecture graphs, graph embeddings and neighbours (the graph library)."""

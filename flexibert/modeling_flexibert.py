@@ -1,0 +1,871 @@
+"""FlexiBERT: a heterogeneous BERT-style encoder in one file (config, operations, encoder, heads).
+
+Every encoder layer may use its own operation (self-attention, DFT/DCT linear transform or
+ConvBERT-style dynamic convolution), hidden size, head count and feed-forward stack. A model is
+described by a *model dict* in one of two formats:
+
+* standard: ``{'l': 2, 'o': ['sa', 'l'], 'h': [256, 128], 'n': [4, 2], 'f': [[1024], [512]],
+  'p': ['sdp', 'dct']}`` (one operation per layer);
+* hetero: ``{'l': 2, 'o': [['sa_sdp_64', 'c_9_64'], ['l_dft_32'] * 4], 'h': [256, 128],
+  'f': [[1024], [512]]}`` (one operation string per head).
+
+The math follows the original FlexiBERT (Tuli et al., JAIR 2022) with its known bugs fixed: hetero
+self-attention heads contribute their context, no unused parameters are created (``W`` only for
+``wma``, ``key`` only where it is read, the position table only for absolute positions), and the
+pad id comes from the tokenizer.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+)
+
+# --------------------------------------------------------------------------------------------
+# Model dicts: parsing and validation
+# --------------------------------------------------------------------------------------------
+
+OP_PARAMS: dict[str, tuple[str, ...]] = {"sa": ("sdp", "wma"), "l": ("dft", "dct")}
+"""Allowed parameters of each operation; ``'c'`` takes an odd integer kernel size instead."""
+
+STANDARD_KEYS = ("l", "o", "h", "n", "f", "p")
+HETERO_KEYS = ("l", "o", "h", "f")
+BERT_TINY_DICT = {"l": 2, "o": ["sa", "sa"], "h": [128, 128], "n": [2, 2], "f": [[512], [512]], "p": ["sdp", "sdp"]}
+_HETERO_OP = re.compile(r"^(sa|l|c)_([a-z]+|\d+)_(\d+)$")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One head: its operation type (``sa``, ``l``, ``c``) and parameter (e.g. ``sdp``, ``dct``, 9)."""
+
+    kind: str
+    param: str | int
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One encoder layer, parsed and validated from a model dict."""
+
+    hidden: int
+    ff: tuple[int, ...]
+    heads: tuple[HeadSpec, ...]
+    head_size: int
+    op: str  # 'sa', 'l' or 'c' for standard layers, 'hetero' for per-head layers
+
+    @property
+    def num_heads(self) -> int:
+        return len(self.heads)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_kernel(kernel: Any, where: str) -> int:
+    if not _is_int(kernel) or kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"{where}: convolution kernel size must be an odd positive integer such as 5, 9 or 13, got {kernel!r}")
+    return kernel
+
+
+def _check_param(kind: str, param: Any, where: str) -> str | int:
+    if kind == "c":
+        return _check_kernel(param, where)
+    if param not in OP_PARAMS[kind]:
+        raise ValueError(f"{where}: unknown parameter {param!r} for operation {kind!r}; allowed: {', '.join(OP_PARAMS[kind])}")
+    return param
+
+
+def _check_list(d: dict, key: str, length: int) -> list:
+    value = d[key]
+    if not isinstance(value, (list, tuple)) or len(value) != length:
+        got = f"{len(value)} entries" if isinstance(value, (list, tuple)) else repr(value)
+        raise ValueError(f"model dict key {key!r}: expected a list with one entry per layer (l={length}), got {got}")
+    return list(value)
+
+
+def _parse_ff(ff: Any, layer: int) -> tuple[int, ...]:
+    if not isinstance(ff, (list, tuple)) or not ff or not all(_is_int(w) and w > 0 for w in ff):
+        raise ValueError(f"model dict key 'f', layer {layer}: expected a non-empty list of positive ints, got {ff!r}")
+    return tuple(ff)
+
+
+def _parse_hetero_head(op: Any, layer: int) -> tuple[HeadSpec, int]:
+    where = f"model dict key 'o', layer {layer}"
+    match = _HETERO_OP.match(op) if isinstance(op, str) else None
+    if match is None:
+        raise ValueError(
+            f"{where}: malformed head operation {op!r}; expected '<type>_<param>_<head size>' such as 'sa_sdp_64', "
+            "'sa_wma_64', 'l_dft_64', 'l_dct_64' or 'c_9_64'"
+        )
+    kind, param, size = match.group(1), match.group(2), int(match.group(3))
+    param = int(param) if kind == "c" and param.isdigit() else param
+    if size < 1:
+        raise ValueError(f"{where}: head size in {op!r} must be positive")
+    return HeadSpec(kind, _check_param(kind, param, f"{where} ({op!r})")), size
+
+
+def parse_model_dict(model_dict: dict) -> tuple[tuple[LayerSpec, ...], bool]:
+    """Validate a model dict; return its layers and whether it is in the hetero format.
+
+    The format is detected as in the original: a dict with ``'p'`` is standard, one without is hetero.
+    Errors are ``ValueError``s that name the key and the layer.
+    """
+    if not isinstance(model_dict, dict):
+        raise ValueError(f"a model dict must be a dict, got {type(model_dict).__name__}")
+    hetero = "p" not in model_dict
+    expected = HETERO_KEYS if hetero else STANDARD_KEYS
+    fmt = "hetero (no 'p')" if hetero else "standard"
+    missing = [k for k in expected if k not in model_dict]
+    unknown = [k for k in model_dict if k not in expected]
+    if missing or unknown:
+        problems = ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])
+        raise ValueError(f"model dict keys for the {fmt} format must be {list(expected)}: {'; '.join(problems)}")
+    depth = model_dict["l"]
+    if not _is_int(depth) or depth < 1:
+        raise ValueError(f"model dict key 'l': expected a positive number of layers, got {depth!r}")
+    ops, hidden, ffs = (_check_list(model_dict, k, depth) for k in ("o", "h", "f"))
+    for i, h in enumerate(hidden):
+        if not _is_int(h) or h < 1:
+            raise ValueError(f"model dict key 'h', layer {i}: expected a positive int, got {h!r}")
+    layers = []
+    if hetero:
+        for i, layer_ops in enumerate(ops):
+            if not isinstance(layer_ops, (list, tuple)) or not layer_ops:
+                raise ValueError(
+                    f"model dict key 'o', layer {i}: the hetero format expects a non-empty list of per-head operations "
+                    f"such as ['sa_sdp_64', 'c_9_64'], got {layer_ops!r} (a standard dict needs keys 'n' and 'p')"
+                )
+            parsed = [_parse_hetero_head(op, i) for op in layer_ops]
+            sizes = sorted({size for _, size in parsed})
+            if len(sizes) > 1:
+                raise ValueError(f"model dict key 'o', layer {i}: all heads of a layer must have the same head size, got {sizes}")
+            heads = tuple(head for head, _ in parsed)
+            layers.append(LayerSpec(hidden[i], _parse_ff(ffs[i], i), heads, sizes[0], "hetero"))
+        return tuple(layers), True
+    heads_list, params = _check_list(model_dict, "n", depth), _check_list(model_dict, "p", depth)
+    for i in range(depth):
+        op, n, h = ops[i], heads_list[i], hidden[i]
+        if op not in ("sa", "l", "c"):
+            raise ValueError(f"model dict key 'o', layer {i}: unknown operation {op!r}; allowed: 'sa', 'l', 'c'")
+        param = _check_param(op, params[i], f"model dict key 'p', layer {i}")
+        if not _is_int(n) or n < 1:
+            raise ValueError(f"model dict key 'n', layer {i}: expected a positive number of heads, got {n!r}")
+        if h % n:
+            raise ValueError(f"model dict key 'n', layer {i}: hidden size h={h} is not divisible by n={n} heads")
+        if op == "c" and n % 2:
+            raise ValueError(f"model dict key 'n', layer {i}: a 'c' layer splits its heads into attention and convolution halves, so n must be even, got {n}")
+        layers.append(LayerSpec(h, _parse_ff(ffs[i], i), (HeadSpec(op, param),) * n, h // n, op))
+    return tuple(layers), False
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+
+class _InstanceOrClassMethod:
+    """``cfg.from_model_dict(d)`` updates ``cfg``; ``FlexiBERTConfig.from_model_dict(d, **kw)`` builds one."""
+
+    def __init__(self, func):
+        self.func = func
+        functools.update_wrapper(self, func)
+
+    def __get__(self, obj, owner):
+        if obj is None:
+            return lambda model_dict, **kwargs: self.func(owner(**kwargs), model_dict)
+        return functools.partial(self.func, obj)
+
+
+class FlexiBERTConfig(PreTrainedConfig):
+    """Configuration of a FlexiBERT model: its model dict plus the usual BERT-style settings.
+
+    Defaults follow the original pretraining setup with the RoBERTa tokenizer (vocab 50265, pad id 1,
+    514 positions, one token type, relative-key position scores).
+    """
+
+    model_type = "flexibert"
+
+    model_dict: dict | None = None
+    vocab_size: int = 50265
+    max_position_embeddings: int = 514
+    type_vocab_size: int = 1
+    position_embedding_type: str = "relative_key"
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    classifier_dropout: float | None = None
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | None = 2
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.model_dict is None:
+            self.model_dict = dict(BERT_TINY_DICT)
+        parse_model_dict(self.model_dict)
+        if self.position_embedding_type not in ("relative_key", "absolute"):
+            raise ValueError(f"position_embedding_type must be 'relative_key' or 'absolute', got {self.position_embedding_type!r}")
+        super().__post_init__(**kwargs)
+
+    def _set_model_dict(self, model_dict: dict) -> FlexiBERTConfig:
+        parse_model_dict(model_dict)
+        self.model_dict = _plain(model_dict)
+        return self
+
+    from_model_dict = _InstanceOrClassMethod(_set_model_dict)
+
+    @property
+    def layers(self) -> tuple[LayerSpec, ...]:
+        return parse_model_dict(self.model_dict)[0]
+
+    @property
+    def is_hetero(self) -> bool:
+        return "p" not in self.model_dict
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.model_dict["l"]
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the last layer (what the heads read)."""
+        return self.model_dict["h"][-1]
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly deep copy (tuples become lists) so configs never share lists with callers."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Operations
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _spectral_matrices(kind: str, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Cached transform matrices for length ``n``: DCT-II (n, n), or [cos; sin] DFT (2, n, n)."""
+    k = torch.arange(n, dtype=torch.float64)
+    if kind == "dct":  # unnormalised DCT-II: 2 * sum_t x[t] cos(pi k (2t+1) / 2n)
+        mat = 2 * torch.cos(math.pi * k[:, None] * (2 * k[None, :] + 1) / (2 * n))
+    else:
+        angle = 2 * math.pi * torch.outer(k, k).remainder(n) / n
+        mat = torch.stack([torch.cos(angle), torch.sin(angle)])
+    return mat.to(device=device, dtype=dtype)
+
+
+def spectral_mix(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """2-D transform over the last two dims (sequence, features): ``Re(FFT(FFT(x)))`` or DCT-II twice.
+
+    Done as matmuls with cached matrices: exact, and faster than complex FFTs at these sizes.
+    """
+    length, width = x.shape[-2:]
+    if kind == "dct":
+        mat_seq = _spectral_matrices("dct", length, x.device, x.dtype)
+        mat_feat = _spectral_matrices("dct", width, x.device, x.dtype)
+        return mat_seq @ x @ mat_feat.T
+    # Re(F_L X F_h) with F = C - iS is C_L X C_h - S_L X S_h.
+    cos_seq, sin_seq = _spectral_matrices("dft", length, x.device, x.dtype)
+    cos_feat, sin_feat = _spectral_matrices("dft", width, x.device, x.dtype)
+    return cos_seq @ (x @ cos_feat) - sin_seq @ (x @ sin_feat)
+
+
+def dynamic_conv(values: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """ConvBERT's light-weight dynamic convolution over the sequence, zero-padded at the ends.
+
+    values (B, H, L, a), kernels (B, H, L, k) softmax-normalised: out[l] = sum_t kernels[l, t] values[l + t - k//2].
+    """
+    width = kernels.shape[-1]
+    padded = F.pad(values, (0, 0, width // 2, width // 2))
+    windows = padded.unfold(2, width, 1)  # (B, H, L, a, k)
+    return torch.einsum("bhlak,bhlk->bhla", windows, kernels)
+
+
+def relative_key_scores(query: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``R[b,h,l,r] = query[b,h,l] . table[l - r + P - 1]`` for a (2P-1, a) distance table.
+
+    One matmul against the 2L-1 distances that occur plus a gather; never builds an (L, L, a) tensor.
+    """
+    length = query.shape[-2]
+    max_positions = (table.shape[0] + 1) // 2
+    distances = table[max_positions - length : max_positions + length - 1]  # distance -(L-1) .. L-1
+    scores = query @ distances.T  # (B, H, L, 2L-1)
+    positions = torch.arange(length, device=query.device)
+    index = (positions[:, None] - positions[None, :] + length - 1).expand(*scores.shape[:-1], length)
+    return scores.gather(-1, index)
+
+
+def attend(
+    query: torch.Tensor | None,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    bias: torch.Tensor | None,
+    keep: torch.Tensor | None,
+    dropout_p: float,
+    need_weights: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """softmax(query key^T / sqrt(a) + bias, masked) value, with ``query=None`` meaning zero raw scores.
+
+    Uses ``scaled_dot_product_attention`` unless the probabilities are asked for or there are no
+    raw scores (linear-transform heads).
+    """
+    if bias is not None and keep is not None:
+        bias = bias.masked_fill(~keep, torch.finfo(bias.dtype).min)
+    if query is not None and not need_weights:
+        mask = bias if bias is not None else keep
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p), None
+    length = key.shape[-2]
+    if query is not None:
+        scores = (query @ key.transpose(-1, -2)) / math.sqrt(query.shape[-1])
+        scores = scores if bias is None else scores + bias
+    else:
+        scores = bias if bias is not None else value.new_zeros(1, 1, length, length)
+    if bias is None and keep is not None:
+        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+    probs = scores.softmax(-1)
+    context = F.dropout(probs, dropout_p) @ value
+    return context, probs if need_weights else None
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, L, H*a) -> (B, H, L, a)."""
+    batch, length, width = x.shape
+    return x.view(batch, length, num_heads, width // num_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, L, a) -> (B, L, H*a)."""
+    batch, heads, length, size = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * size)
+
+
+class _Mixer(nn.Module):
+    """Shared parts of the token mixers: relative distance table and attention dropout."""
+
+    def __init__(self, config: FlexiBERTConfig, head_size: int):
+        super().__init__()
+        self.head_size = head_size
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.relative = config.position_embedding_type == "relative_key"
+        if self.relative:
+            self.distance_embedding = nn.Embedding(2 * config.max_position_embeddings - 1, head_size)
+
+    def relative_bias(self, query: torch.Tensor) -> torch.Tensor | None:
+        """Relative-key scores already divided by sqrt(a), or None for absolute positions."""
+        if not self.relative:
+            return None
+        return relative_key_scores(query, self.distance_embedding.weight) / math.sqrt(self.head_size)
+
+    @property
+    def attention_dropout(self) -> float:
+        return self.dropout_p if self.training else 0.0
+
+
+class SelfAttentionMixer(_Mixer):
+    """Standard 'sa' layer: scaled dot-product (``sdp``) or weighted multiplicative (``wma``) attention."""
+
+    def __init__(self, config: FlexiBERTConfig, spec: LayerSpec):
+        super().__init__(config, spec.head_size)
+        h = spec.hidden
+        self.num_heads = spec.num_heads
+        self.query, self.key, self.value = nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
+        if spec.heads[0].param == "wma":  # one (a, a) matrix shared by all heads of the layer
+            self.W = nn.Parameter(torch.empty(spec.head_size, spec.head_size))
+
+    def forward(self, x, keep, need_weights):
+        q, k, v = (split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))
+        bias = self.relative_bias(q)
+        if hasattr(self, "W"):
+            q = q @ self.W
+        context, probs = attend(q, k, v, bias, keep, self.attention_dropout, need_weights)
+        return merge_heads(context), probs
+
+
+class LinearTransformMixer(_Mixer):
+    """Standard 'l' layer: relative-position attention (no content scores) plus a DFT/DCT of the input."""
+
+    def __init__(self, config: FlexiBERTConfig, spec: LayerSpec):
+        super().__init__(config, spec.head_size)
+        h = spec.hidden
+        self.num_heads, self.transform = spec.num_heads, spec.heads[0].param
+        if self.relative:  # the query only feeds the relative scores; there is no key
+            self.query = nn.Linear(h, h)
+        self.value = nn.Linear(h, h)
+
+    def forward(self, x, keep, need_weights):
+        v = split_heads(self.value(x), self.num_heads)
+        bias = self.relative_bias(split_heads(self.query(x), self.num_heads)) if self.relative else None
+        context, probs = attend(None, v, v, bias, keep, self.attention_dropout, need_weights)
+        return merge_heads(context) + spectral_mix(x, self.transform), probs
+
+
+class ConvBertMixer(_Mixer):
+    """Standard 'c' layer: ConvBERT mixed attention, half the heads attend and half convolve.
+
+    Head size is h / n (the full head count), as in the original.
+    """
+
+    def __init__(self, config: FlexiBERTConfig, spec: LayerSpec):
+        super().__init__(config, spec.head_size)
+        h, kernel = spec.hidden, spec.heads[0].param
+        self.half_heads, self.kernel = spec.num_heads // 2, kernel
+        half = self.half_heads * spec.head_size
+        self.query, self.key, self.value = nn.Linear(h, half), nn.Linear(h, half), nn.Linear(h, half)
+        self.key_conv_attn_layer = SeparableConv(h, half, kernel)
+        self.conv_kernel_layer = nn.Linear(half, self.half_heads * kernel)
+        self.conv_out_layer = nn.Linear(h, half)
+
+    def forward(self, x, keep, need_weights):
+        batch, length, _ = x.shape
+        q_flat = self.query(x)
+        q, k, v = (split_heads(t, self.half_heads) for t in (q_flat, self.key(x), self.value(x)))
+        context, probs = attend(q, k, v, self.relative_bias(q), keep, self.attention_dropout, need_weights)
+        kernels = self.conv_kernel_layer(self.key_conv_attn_layer(x) * q_flat)
+        kernels = kernels.view(batch, length, self.half_heads, self.kernel).transpose(1, 2).softmax(-1)
+        conv = dynamic_conv(split_heads(self.conv_out_layer(x), self.half_heads), kernels)
+        return torch.cat([merge_heads(context), merge_heads(conv)], dim=-1), probs
+
+
+class SeparableConv(nn.Module):
+    """Depthwise convolution over the sequence, then a pointwise (1x1) convolution plus a bias."""
+
+    def __init__(self, channels_in: int, channels_out: int, kernel: int):
+        super().__init__()
+        self.depthwise = nn.Conv1d(channels_in, channels_in, kernel, groups=channels_in, padding=kernel // 2, bias=False)
+        self.pointwise = nn.Conv1d(channels_in, channels_out, 1, bias=False)
+        self.bias = nn.Parameter(torch.zeros(channels_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x.transpose(1, 2))).transpose(1, 2) + self.bias
+
+
+class ConvHeadGroup(nn.Module):
+    """All hetero convolution heads of one kernel size, their parameters stacked so they run as one batch.
+
+    Per head: separable conv of its key slice, kernels from ``Linear(a, k)(conv(K) * Q)``, values
+    ``Linear(a, a)(V)``, then the dynamic convolution.
+    """
+
+    def __init__(self, num_heads: int, head_size: int, kernel: int):
+        super().__init__()
+        self.kernel = kernel
+        g, a, k = num_heads, head_size, kernel
+        self.depthwise = nn.Parameter(torch.empty(g, a, k))
+        self.pointwise = nn.Parameter(torch.empty(g, a, a))
+        self.conv_bias = nn.Parameter(torch.empty(g, a))
+        self.kernel_weight = nn.Parameter(torch.empty(g, k, a))
+        self.kernel_bias = nn.Parameter(torch.empty(g, k))
+        self.out_weight = nn.Parameter(torch.empty(g, a, a))
+        self.out_bias = nn.Parameter(torch.empty(g, a))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        batch, heads, length, size = k.shape
+        channels = k.transpose(2, 3).reshape(batch, heads * size, length)
+        depthwise = F.conv1d(channels, self.depthwise.reshape(heads * size, 1, self.kernel), padding=self.kernel // 2, groups=heads * size)
+        key_conv = torch.einsum("bhil,hoi->bhlo", depthwise.view(batch, heads, size, length), self.pointwise)
+        key_conv = key_conv + self.conv_bias[:, None, :]
+        kernels = torch.einsum("bhla,hka->bhlk", key_conv * q, self.kernel_weight) + self.kernel_bias[:, None, :]
+        values = torch.einsum("bhla,hoa->bhlo", v, self.out_weight) + self.out_bias[:, None, :]
+        return dynamic_conv(values, kernels.softmax(-1))
+
+
+class HeteroMixer(_Mixer):
+    """A layer whose heads each have their own operation; heads of one type run as one batch.
+
+    Raw scores are q.k (``sa_sdp``), (q W).k (``sa_wma``, one W per head) or zero (``l``/``c``);
+    all heads share one softmax attention (with relative scores), then ``l`` heads add a DFT/DCT of
+    their value slice and ``c`` heads a dynamic convolution.
+    """
+
+    def __init__(self, config: FlexiBERTConfig, spec: LayerSpec):
+        super().__init__(config, spec.head_size)
+        h, a, heads = spec.hidden, spec.head_size, spec.heads
+        self.num_heads = len(heads)
+        width = self.num_heads * a
+        self.query, self.key, self.value = nn.Linear(h, width), nn.Linear(h, width), nn.Linear(h, width)
+        self.register_buffer("content_gate", torch.tensor([float(hd.kind == "sa") for hd in heads]).view(-1, 1, 1), persistent=False)
+        self.has_content_scores = any(hd.kind == "sa" for hd in heads)
+        wma = [j for j, hd in enumerate(heads) if hd.param == "wma"]
+        self.register_buffer("wma_heads", torch.tensor(wma, dtype=torch.long), persistent=False)
+        if wma:
+            self.W = nn.Parameter(torch.empty(len(wma), a, a))
+        self.transforms = {kind: [j for j, hd in enumerate(heads) if hd.param == kind] for kind in ("dft", "dct")}
+        kernels = sorted({hd.param for hd in heads if hd.kind == "c"})
+        self.conv_heads = {k: [j for j, hd in enumerate(heads) if hd.kind == "c" and hd.param == k] for k in kernels}
+        self.conv_groups = nn.ModuleDict({f"k{k}": ConvHeadGroup(len(idx), a, k) for k, idx in self.conv_heads.items()})
+
+    def forward(self, x, keep, need_weights):
+        q, k, v = (split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))
+        bias = self.relative_bias(q)
+        content_q = None
+        if self.has_content_scores:
+            content_q = q * self.content_gate
+            if hasattr(self, "W"):
+                weighted = torch.einsum("bhld,hde->bhle", q[:, self.wma_heads], self.W)
+                content_q = content_q.index_copy(1, self.wma_heads, weighted)
+        context, probs = attend(content_q, k, v, bias, keep, self.attention_dropout, need_weights)
+        for kind, idx in self.transforms.items():
+            if idx:
+                context = _add_heads(context, idx, spectral_mix(v[:, idx], kind))
+        for kernel, idx in self.conv_heads.items():
+            context = _add_heads(context, idx, self.conv_groups[f"k{kernel}"](q[:, idx], k[:, idx], v[:, idx]))
+        return merge_heads(context), probs
+
+
+def _add_heads(context: torch.Tensor, heads: list[int], extra: torch.Tensor) -> torch.Tensor:
+    index = torch.tensor(heads, device=context.device)
+    return context.index_add(1, index, extra)
+
+
+MIXERS = {"sa": SelfAttentionMixer, "l": LinearTransformMixer, "c": ConvBertMixer, "hetero": HeteroMixer}
+
+
+# --------------------------------------------------------------------------------------------
+# Encoder
+# --------------------------------------------------------------------------------------------
+
+
+class AddNorm(nn.Module):
+    """``LayerNorm(residual + dropout(dense(x)))``, the post-LN output of both sub-blocks."""
+
+    def __init__(self, config: FlexiBERTConfig, width_in: int, hidden: int):
+        super().__init__()
+        self.dense = nn.Linear(width_in, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+
+
+class Attention(nn.Module):
+    def __init__(self, config: FlexiBERTConfig, spec: LayerSpec):
+        super().__init__()
+        self.self = MIXERS[spec.op](config, spec)
+        mixed_width = spec.num_heads * spec.head_size if spec.op == "hetero" else spec.hidden
+        self.output = AddNorm(config, mixed_width, spec.hidden)
+
+    def forward(self, x, keep, need_weights):
+        mixed, probs = self.self(x, keep, need_weights)
+        return self.output(mixed, x), probs
+
+
+class Intermediate(nn.Module):
+    """The feed-forward stack: Linear + activation for every width in ``f``."""
+
+    def __init__(self, config: FlexiBERTConfig, spec: LayerSpec):
+        super().__init__()
+        widths = (spec.hidden, *spec.ff)
+        modules = []
+        for w_in, w_out in zip(widths, widths[1:]):
+            modules += [nn.Linear(w_in, w_out), ACT2FN[config.hidden_act]]
+        self.sequential = nn.Sequential(*modules)
+
+    def forward(self, x):
+        return self.sequential(x)
+
+
+class LayerOutput(AddNorm):
+    """Feed-forward output block, plus the projection to the next layer's width where it changes."""
+
+    def __init__(self, config: FlexiBERTConfig, spec: LayerSpec, next_hidden: int | None):
+        super().__init__(config, spec.ff[-1], spec.hidden)
+        if next_hidden is not None and next_hidden != spec.hidden:
+            self.proj_head = nn.Linear(spec.hidden, next_hidden)
+
+    def forward(self, x, residual):
+        out = super().forward(x, residual)
+        return self.proj_head(out) if hasattr(self, "proj_head") else out
+
+
+class FlexiBERTLayer(nn.Module):
+    def __init__(self, config: FlexiBERTConfig, spec: LayerSpec, next_hidden: int | None):
+        super().__init__()
+        self.attention = Attention(config, spec)
+        self.intermediate = Intermediate(config, spec)
+        self.output = LayerOutput(config, spec, next_hidden)
+
+    def forward(self, x, keep, need_weights):
+        attended, probs = self.attention(x, keep, need_weights)
+        return self.output(self.intermediate(attended), attended), probs
+
+
+class FlexiBERTEncoder(nn.Module):
+    def __init__(self, config: FlexiBERTConfig):
+        super().__init__()
+        specs = config.layers
+        widths = [spec.hidden for spec in specs[1:]] + [None]
+        self.layer = nn.ModuleList(FlexiBERTLayer(config, spec, nxt) for spec, nxt in zip(specs, widths))
+
+    def forward(self, x, keep, output_attentions=False, output_hidden_states=False):
+        hidden_states, attentions = [], []
+        for layer in self.layer:
+            if output_hidden_states:
+                hidden_states.append(x)
+            x, probs = layer(x, keep, output_attentions)
+            attentions.append(probs)
+        if output_hidden_states:
+            hidden_states.append(x)
+        return x, tuple(hidden_states) or None, tuple(attentions) if output_attentions else None
+
+
+class FlexiBERTEmbeddings(nn.Module):
+    """Word + token-type embeddings (+ absolute positions when configured), LayerNorm, dropout."""
+
+    def __init__(self, config: FlexiBERTConfig):
+        super().__init__()
+        width = config.model_dict["h"][0]
+        self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        if config.position_embedding_type == "absolute":
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids, inputs_embeds):
+        embeddings = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+        if token_type_ids is None:
+            embeddings = embeddings + self.token_type_embeddings.weight[0]
+        else:
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        if hasattr(self, "position_embeddings"):
+            embeddings = embeddings + self.position_embeddings.weight[: embeddings.shape[1]]
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+# --------------------------------------------------------------------------------------------
+# Pretrained-model classes
+# --------------------------------------------------------------------------------------------
+
+
+class FlexiBERTPreTrainedModel(PreTrainedModel):
+    config_class = FlexiBERTConfig
+    config: FlexiBERTConfig
+    base_model_prefix = "bert"
+
+    def _init_weights(self, module):
+        """BERT's init (normal 0.02, zero biases, unit LayerNorm) plus the parameters FlexiBERT adds."""
+        super()._init_weights(module)
+        std = self.config.initializer_range
+        if isinstance(module, (SelfAttentionMixer, HeteroMixer)) and hasattr(module, "W"):
+            init.uniform_(module.W, -0.1, 0.1)
+        elif isinstance(module, SeparableConv):
+            init.zeros_(module.bias)
+        elif isinstance(module, ConvHeadGroup):
+            for weight in (module.depthwise, module.pointwise, module.kernel_weight, module.out_weight):
+                init.normal_(weight, mean=0.0, std=std)
+            for bias in (module.conv_bias, module.kernel_bias, module.out_bias):
+                init.zeros_(bias)
+
+    def load_model_from_source(self, source: PreTrainedModel, seed: int = 0):
+        """Warm-start this model from ``source`` (weight transfer in ``self.transfer_mode``); returns a report."""
+        from flexibert.weight_transfer import transfer_weights
+
+        return transfer_weights(self, source, mode=getattr(self, "transfer_mode", "OD"), seed=seed)
+
+
+def _check_inputs(config: FlexiBERTConfig, input_ids, inputs_embeds, token_type_ids) -> None:
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+    if length > config.max_position_embeddings:
+        raise ValueError(
+            f"input has {length} tokens but the model supports at most max_position_embeddings="
+            f"{config.max_position_embeddings}; truncate the input (tokenizer max_length) or build the config with a larger value"
+        )
+    if token_type_ids is not None and token_type_ids.numel() and int(token_type_ids.max()) >= config.type_vocab_size:
+        raise ValueError(
+            f"token_type_ids contains {int(token_type_ids.max())} but type_vocab_size={config.type_vocab_size}; "
+            "RoBERTa-style tokenizers need no token types (pass none), or build the config with a larger type_vocab_size"
+        )
+
+
+class FlexiBERTModel(FlexiBERTPreTrainedModel):
+    """The encoder with its pooler; ``transfer_mode`` ('OD' or 'RP') is used by ``load_model_from_source``."""
+
+    def __init__(self, config: FlexiBERTConfig, add_pooling_layer: bool = True, transfer_mode: str = "OD"):
+        super().__init__(config)
+        if transfer_mode not in ("OD", "RP"):
+            raise ValueError(f"transfer_mode must be 'OD' (ordered slicing) or 'RP' (random projection), got {transfer_mode!r}")
+        self.transfer_mode = transfer_mode
+        self.embeddings = FlexiBERTEmbeddings(config)
+        self.encoder = FlexiBERTEncoder(config)
+        if add_pooling_layer:
+            self.pooler = Pooler(config.hidden_size)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
+        _check_inputs(self.config, input_ids, inputs_embeds, token_type_ids)
+        keep = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            keep = attention_mask.bool()[:, None, None, :]
+        hidden_flag = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        x = self.embeddings(input_ids, token_type_ids, inputs_embeds)
+        x, hidden_states, attentions = self.encoder(x, keep, bool(output_attentions), bool(hidden_flag))
+        pooled = self.pooler(x) if hasattr(self, "pooler") else None
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states, attentions=attentions
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+class Pooler(nn.Module):
+    """``tanh(Linear(h, h)(x[:, 0]))``."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.dense = nn.Linear(width, width)
+
+    def forward(self, x):
+        return torch.tanh(self.dense(x[:, 0]))
+
+
+class PredictionHeadTransform(nn.Module):
+    def __init__(self, config: FlexiBERTConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x):
+        return self.LayerNorm(self.act(self.dense(x)))
+
+
+class LMPredictionHead(nn.Module):
+    """MLM head; the decoder is never tied to the input embeddings (their widths may differ)."""
+
+    def __init__(self, config: FlexiBERTConfig):
+        super().__init__()
+        self.transform = PredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, x):
+        return self.decoder(self.transform(x))
+
+
+class MLMHead(nn.Module):
+    def __init__(self, config: FlexiBERTConfig):
+        super().__init__()
+        self.predictions = LMPredictionHead(config)
+
+    def forward(self, x):
+        return self.predictions(x)
+
+
+class FlexiBERTForMaskedLM(FlexiBERTPreTrainedModel):
+    """Encoder (no pooler) plus the MLM head; used for pretraining."""
+
+    def __init__(self, config: FlexiBERTConfig, transfer_mode: str = "OD"):
+        super().__init__(config)
+        self.transfer_mode = transfer_mode
+        self.bert = FlexiBERTModel(config, add_pooling_layer=False, transfer_mode=transfer_mode)
+        self.cls = MLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.cls.predictions.decoder
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        out = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, output_attentions, output_hidden_states)
+        logits = self.cls(out.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
+        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+
+class FlexiBERTForSequenceClassification(FlexiBERTPreTrainedModel):
+    """Encoder + pooler + dropout + linear classifier; regression (MSE) when ``num_labels == 1``."""
+
+    def __init__(self, config: FlexiBERTConfig, transfer_mode: str = "OD"):
+        super().__init__(config)
+        self.transfer_mode = transfer_mode
+        self.num_labels = config.num_labels
+        self.bert = FlexiBERTModel(config, add_pooling_layer=True, transfer_mode=transfer_mode)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        out = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(out.pooler_output))
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+            else:
+                loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+
+__all__ = [
+    "FlexiBERTConfig",
+    "FlexiBERTForMaskedLM",
+    "FlexiBERTForSequenceClassification",
+    "FlexiBERTModel",
+    "FlexiBERTPreTrainedModel",
+    "HeadSpec",
+    "LayerSpec",
+    "parse_model_dict",
+]
