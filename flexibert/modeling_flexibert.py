@@ -18,6 +18,7 @@ pad id comes from the tokenizer.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -167,7 +168,10 @@ def parse_model_dict(model_dict: dict) -> tuple[tuple[LayerSpec, ...], bool]:
         if h % n:
             raise ValueError(f"model dict key 'n', layer {i}: hidden size h={h} is not divisible by n={n} heads")
         if op == "c" and n % 2:
-            raise ValueError(f"model dict key 'n', layer {i}: a 'c' layer splits its heads into attention and convolution halves, so n must be even, got {n}")
+            raise ValueError(
+                f"model dict key 'n', layer {i}: a 'c' layer splits its heads into attention and convolution halves, "
+                f"so n must be even, got {n}"
+            )
         layers.append(LayerSpec(h, _parse_ff(ffs[i], i), (HeadSpec(op, param),) * n, h // n, op))
     return tuple(layers), False
 
@@ -503,16 +507,25 @@ class HeteroMixer(_Mixer):
         self.num_heads = len(heads)
         width = self.num_heads * a
         self.query, self.key, self.value = nn.Linear(h, width), nn.Linear(h, width), nn.Linear(h, width)
-        self.register_buffer("content_gate", torch.tensor([float(hd.kind == "sa") for hd in heads]).view(-1, 1, 1), persistent=False)
         self.has_content_scores = any(hd.kind == "sa" for hd in heads)
         wma = [j for j, hd in enumerate(heads) if hd.param == "wma"]
-        self.register_buffer("wma_heads", torch.tensor(wma, dtype=torch.long), persistent=False)
+        self.register_buffer("content_gate", torch.empty(self.num_heads, 1, 1), persistent=False)
+        self.register_buffer("wma_heads", torch.empty(len(wma), dtype=torch.long), persistent=False)
+        self.buffer_values = {"content_gate": [[[float(hd.kind == "sa")]] for hd in heads], "wma_heads": wma}
+        self.reset_buffers()
         if wma:
             self.W = nn.Parameter(torch.empty(len(wma), a, a))
         self.transforms = {kind: [j for j, hd in enumerate(heads) if hd.param == kind] for kind in ("dft", "dct")}
         kernels = sorted({hd.param for hd in heads if hd.kind == "c"})
         self.conv_heads = {k: [j for j, hd in enumerate(heads) if hd.kind == "c" and hd.param == k] for k in kernels}
         self.conv_groups = nn.ModuleDict({f"k{k}": ConvHeadGroup(len(idx), a, k) for k, idx in self.conv_heads.items()})
+
+    def reset_buffers(self) -> None:
+        """(Re)write the head-index buffers; ``from_pretrained`` leaves non-persistent buffers uninitialised."""
+        for name, values in self.buffer_values.items():
+            buffer = getattr(self, name)
+            if buffer.device.type != "meta":
+                init.copy_(buffer, torch.tensor(values, dtype=buffer.dtype))
 
     def forward(self, x, keep, need_weights):
         q, k, v = (split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))
@@ -577,7 +590,7 @@ class Intermediate(nn.Module):
         super().__init__()
         widths = (spec.hidden, *spec.ff)
         modules = []
-        for w_in, w_out in zip(widths, widths[1:]):
+        for w_in, w_out in itertools.pairwise(widths):
             modules += [nn.Linear(w_in, w_out), ACT2FN[config.hidden_act]]
         self.sequential = nn.Sequential(*modules)
 
@@ -615,7 +628,7 @@ class FlexiBERTEncoder(nn.Module):
         super().__init__()
         specs = config.layers
         widths = [spec.hidden for spec in specs[1:]] + [None]
-        self.layer = nn.ModuleList(FlexiBERTLayer(config, spec, nxt) for spec, nxt in zip(specs, widths))
+        self.layer = nn.ModuleList(FlexiBERTLayer(config, spec, nxt) for spec, nxt in zip(specs, widths, strict=True))
 
     def forward(self, x, keep, output_attentions=False, output_hidden_states=False):
         hidden_states, attentions = [], []
@@ -667,6 +680,8 @@ class FlexiBERTPreTrainedModel(PreTrainedModel):
         """BERT's init (normal 0.02, zero biases, unit LayerNorm) plus the parameters FlexiBERT adds."""
         super()._init_weights(module)
         std = self.config.initializer_range
+        if isinstance(module, HeteroMixer):
+            module.reset_buffers()
         if isinstance(module, (SelfAttentionMixer, HeteroMixer)) and hasattr(module, "W"):
             init.uniform_(module.W, -0.1, 0.1)
         elif isinstance(module, SeparableConv):

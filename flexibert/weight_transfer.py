@@ -236,7 +236,7 @@ def plan_transfer(
         pairs = []
         for src_name in by_family.get(param.family, []):
             src_axes = source[src_name].axes
-            segments = [_match_axis(t, s, mode) for t, s in zip(param.axes, src_axes)]
+            segments = [_match_axis(t, s, mode) for t, s in zip(param.axes, src_axes, strict=True)]
             if all(segments):
                 pairs.append((src_name, segments))
         plan[name] = pairs
