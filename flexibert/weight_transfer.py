@@ -108,7 +108,7 @@ def _add_norm(layout: dict, name: str, space, size: int) -> None:
         layout[f"{name}.{part}"] = ParamLayout(f"{name}.{part}", (_hidden(space, size, project=False),))
 
 
-def _mixer_layout(layout: dict, prefix: str, i: int, spec: LayerSpec) -> Axis:
+def _mixer_layout(layout: dict, prefix: str, i: int, spec: LayerSpec, relative: bool) -> Axis:
     """Adds the token mixer's parameters; returns the axis of its output (the heads, concatenated)."""
     headdim = (Block(("headdim", i), spec.head_size, ("headdim", i)),)
     hidden = _hidden(i, spec.hidden)
@@ -127,7 +127,9 @@ def _mixer_layout(layout: dict, prefix: str, i: int, spec: LayerSpec) -> Axis:
         _add_linear(layout, prefix + "conv_out_layer", conv_axis, hidden)
         return attn_axis + conv_axis
     heads = _head_axis(i, spec)
-    names = ("query", "value") if spec.op == "l" else ("query", "key", "value")
+    names = ("query", "key", "value")
+    if spec.op == "l":  # no content scores: the query only feeds relative scores, there is no key
+        names = ("query", "value") if relative else ("value",)
     for name in names:
         _add_linear(layout, prefix + name, heads, hidden)
     if spec.op == "sa" and spec.heads[0].param == "wma":
@@ -168,12 +170,13 @@ def base_layout(config: FlexiBERTConfig) -> dict[str, ParamLayout]:
     for i, spec in enumerate(specs):
         prefix = f"encoder.layer.{i}."
         hidden = _hidden(i, spec.hidden)
-        if config.position_embedding_type == "relative_key":
+        relative = config.position_embedding_type == "relative_key"
+        if relative:
             distances = (Block(("distances",), 2 * config.max_position_embeddings - 1, centered=True),)
             headdim = (Block(("headdim", i), spec.head_size, ("headdim", i)),)
             name = prefix + "attention.self.distance_embedding.weight"
             layout[name] = ParamLayout(name, (distances, headdim))
-        mixed = _mixer_layout(layout, prefix + "attention.self.", i, spec)
+        mixed = _mixer_layout(layout, prefix + "attention.self.", i, spec, relative)
         _add_linear(layout, prefix + "attention.output.dense", hidden, mixed)
         _add_norm(layout, prefix + "attention.output.LayerNorm", i, spec.hidden)
         previous = hidden
@@ -181,7 +184,9 @@ def base_layout(config: FlexiBERTConfig) -> dict[str, ParamLayout]:
             ff_axis = (Block(("ff", i, t), width, ("ff", i, t)),)
             _add_linear(layout, f"{prefix}intermediate.sequential.{2 * t}", ff_axis, previous)
             previous = ff_axis
-        _add_linear(layout, prefix + "output.dense", hidden, previous)
+        # The output block reads the last FF width, whatever the stack's depth in either model.
+        last_ff = (Block(("ff", i, "last"), spec.ff[-1], ("ff", i, "last")),)
+        _add_linear(layout, prefix + "output.dense", hidden, last_ff)
         _add_norm(layout, prefix + "output.LayerNorm", i, spec.hidden)
         if i + 1 < len(specs) and specs[i + 1].hidden != spec.hidden:
             _add_linear(layout, prefix + "output.proj_head", _hidden(i + 1, specs[i + 1].hidden), hidden)
