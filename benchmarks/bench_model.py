@@ -1,6 +1,6 @@
 """Speed of FlexiBERT against transformers' BertModel, and of each operation against a plain sdp layer.
 
-    python benchmarks/bench_model.py [--batch_size 32] [--seq_len 128] [--repeats 5]
+    python benchmarks/bench_model.py [--batch_size 32] [--seq_len 128] [--repeats 15]
 
 Table 1: tokens/s for inference and for a training step (forward + backward + AdamW) on BERT-Tiny,
 BERT-Mini and BERT-Small dims: BertModel, the BERT-equivalent FlexiBERT (``convert_bert``: absolute
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per measurement (median reported)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed repetitions per measurement (median reported)")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size} x seq {args.seq_len}\n")
