@@ -275,13 +275,15 @@ def _count(target: dict[str, ParamLayout], plan) -> tuple[int, int, int, int]:
     )
 
 
+_TRANSFER_SETTINGS = ("vocab_size", "max_position_embeddings", "type_vocab_size", "position_embedding_type")
+"""Config settings that change parameter shapes, and so what can transfer."""
+
+
 def _config_of(model_dict: dict, config: FlexiBERTConfig | None) -> FlexiBERTConfig:
     settings = config.to_dict() if config is not None else {}
     settings.pop("model_dict", None)
     return FlexiBERTConfig(model_dict=model_dict, **{k: v for k, v in settings.items() if k in _TRANSFER_SETTINGS})
 
-
-_TRANSFER_SETTINGS = ("vocab_size", "max_position_embeddings", "type_vocab_size", "position_embedding_type")
 
 
 def overlap_report(target_dict: dict, source_dict: dict, config: FlexiBERTConfig | None = None) -> TransferReport:
