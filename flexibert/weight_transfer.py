@@ -281,9 +281,7 @@ _TRANSFER_SETTINGS = ("vocab_size", "max_position_embeddings", "type_vocab_size"
 
 def _config_of(model_dict: dict, config: FlexiBERTConfig | None) -> FlexiBERTConfig:
     settings = config.to_dict() if config is not None else {}
-    settings.pop("model_dict", None)
-    return FlexiBERTConfig(model_dict=model_dict, **{k: v for k, v in settings.items() if k in _TRANSFER_SETTINGS})
-
+    return FlexiBERTConfig(model_dict=model_dict, **{k: settings[k] for k in _TRANSFER_SETTINGS if k in settings})
 
 
 def overlap_report(target_dict: dict, source_dict: dict, config: FlexiBERTConfig | None = None) -> TransferReport:
