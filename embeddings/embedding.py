@@ -1,0 +1,149 @@
+"""Euclidean embeddings of a library whose distances preserve the graph edit distances.
+
+No N x N matrix is ever formed, so libraries of hundreds of thousands of models fit in memory:
+``MDS`` is landmark MDS (classical MDS on a seeded sample of landmark models, every other model
+placed by triangulation from its distances to the landmarks); ``GD`` (the default, as in the
+original) starts from that and refines all points by gradient descent on the squared error between
+embedding and edit distances, on the landmark pairs plus fresh random pairs every epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from tqdm.auto import tqdm
+
+EMBEDDING_METHODS = ("GD", "MDS")
+
+
+class PairDistances(Protocol):
+    """Anything that returns d(left[k], right[k]) for index arrays (``embeddings.distance.Dissimilarity``)."""
+
+    def __len__(self) -> int: ...
+
+    def pairs(self, left: np.ndarray, right: np.ndarray) -> np.ndarray: ...
+
+
+class MatrixDistances:
+    """A precomputed dissimilarity matrix (``--diss_mat_file``) behind the same interface."""
+
+    def __init__(self, matrix: np.ndarray):
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"a dissimilarity matrix must be square, got shape {matrix.shape}")
+        self.matrix = matrix
+
+    def __len__(self) -> int:
+        return len(self.matrix)
+
+    def pairs(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        return self.matrix[left, right]
+
+
+def _distances_to(distances: PairDistances, landmarks: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """The (N, m) distances of every model to every landmark, in chunks of about ``chunk`` pairs."""
+    count, width = len(distances), len(landmarks)
+    out = np.empty((count, width))
+    rows = max(1, chunk // width)
+    for start in tqdm(range(0, count, rows), desc="distances to landmarks", unit="chunk", leave=False):
+        stop = min(count, start + rows)
+        left = np.repeat(np.arange(start, stop), width)
+        out[start:stop] = distances.pairs(left, np.tile(landmarks, stop - start)).reshape(stop - start, width)
+    return out
+
+
+def landmark_mds(to_landmarks: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Classical MDS of the landmarks, then triangulation of every model (de Silva and Tenenbaum, 2004)."""
+    squared = to_landmarks[landmarks] ** 2
+    centred = squared - squared.mean(axis=0) - squared.mean(axis=1, keepdims=True) + squared.mean()
+    values, vectors = np.linalg.eigh(-0.5 * centred)
+    top = np.argsort(values)[::-1][:size]
+    top = top[values[top] > 1e-9 * max(values.max(), 1e-12)]  # non-Euclidean parts have no real coordinates
+    values, vectors = values[top], vectors[:, top]
+    pseudo_inverse = vectors / np.sqrt(values)  # (m, k)
+    coords = -0.5 * (to_landmarks**2 - squared.mean(axis=0)) @ pseudo_inverse
+    if coords.shape[1] < size:  # fewer landmarks than dimensions: pad with zeros
+        coords = np.pad(coords, ((0, 0), (0, size - coords.shape[1])))
+    return coords
+
+
+def refine(
+    coords: np.ndarray,
+    distances: PairDistances,
+    to_landmarks: np.ndarray,
+    landmarks: np.ndarray,
+    seed: int,
+    epochs: int = 20,
+    random_pairs_per_model: int = 16,
+    batch_size: int = 65536,
+    lr: float = 0.1,
+) -> np.ndarray:
+    """Gradient descent on the stress: mean squared error of Euclidean vs edit distance over sampled pairs."""
+    count = len(coords)
+    generator = np.random.default_rng(seed)
+    torch_generator = torch.Generator().manual_seed(seed)
+    points = torch.nn.Parameter(torch.tensor(coords, dtype=torch.float32))
+    optimizer = torch.optim.Adam([points], lr=lr)
+    steps_per_epoch = max(1, (count * (len(landmarks) + random_pairs_per_model)) // batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    landmark_left = np.repeat(np.arange(count), len(landmarks))
+    landmark_right = np.tile(landmarks, count)
+    landmark_target = to_landmarks.reshape(-1)
+    for _ in tqdm(range(epochs), desc="embedding (GD)", unit="epoch", leave=False):
+        random_left = generator.integers(0, count, count * random_pairs_per_model)
+        random_right = generator.integers(0, count, count * random_pairs_per_model)
+        left = torch.from_numpy(np.concatenate([landmark_left, random_left]))
+        right = torch.from_numpy(np.concatenate([landmark_right, random_right]))
+        target = torch.from_numpy(np.concatenate([landmark_target, distances.pairs(random_left, random_right)])).float()
+        order = torch.randperm(len(left), generator=torch_generator)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            predicted = (points[left[batch]] - points[right[batch]]).norm(dim=1)
+            loss = ((predicted - target[batch]) ** 2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    return points.detach().double().numpy()
+
+
+def embed(
+    distances: PairDistances,
+    size: int = 16,
+    method: str = "GD",
+    seed: int = 0,
+    num_landmarks: int = 256,
+    epochs: int = 20,
+) -> np.ndarray:
+    """(N, size) float64 embeddings of the models behind ``distances``; the same seed gives the same result."""
+    if method not in EMBEDDING_METHODS:
+        raise ValueError(f"unknown embedding method {method!r}; choose one of {list(EMBEDDING_METHODS)}")
+    count = len(distances)
+    if count == 1:
+        return np.zeros((1, size))
+    landmarks = np.sort(np.random.default_rng(seed).choice(count, size=min(count, num_landmarks), replace=False))
+    to_landmarks = _distances_to(distances, landmarks)
+    coords = landmark_mds(to_landmarks, landmarks, size)
+    if method == "GD":
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)  # gradient scatter-adds in a fixed order: same seed, same file
+        try:
+            coords = refine(coords, distances, to_landmarks, landmarks, seed, epochs=epochs)
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic)
+    return coords
+
+
+def fidelity(embeddings: np.ndarray, distances: PairDistances, num_pairs: int = 20000, seed: int = 1) -> float:
+    """Spearman correlation between embedding and edit distances on random pairs of distinct models."""
+    count = len(embeddings)
+    if count < 3:
+        return float("nan")
+    generator = np.random.default_rng(seed)
+    left, right = generator.integers(0, count, num_pairs), generator.integers(0, count, num_pairs)
+    keep = left != right
+    left, right = left[keep], right[keep]
+    euclidean = np.linalg.norm(embeddings[left] - embeddings[right], axis=1)
+    return float(spearmanr(euclidean, distances.pairs(left, right)).statistic)
