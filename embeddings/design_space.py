@@ -36,13 +36,13 @@ class DesignSpace:
     def architecture(self) -> dict:
         """The YAML ``architecture`` dict (stored verbatim in library files)."""
         return {
-            "encoder_layers": list(self.encoder_layers),
             "hidden_size": list(self.hidden_size),
             "num_heads": list(self.num_heads),
+            "encoder_layers": list(self.encoder_layers),
             "operation_types": list(self.operation_types),
-            "operation_parameters": {k: list(v) for k, v in self.operation_parameters.items()},
             "number_of_feed-forward_stacks": list(self.feed_forward_stacks),
             "feed-forward_hidden": list(self.feed_forward_hidden),
+            "operation_parameters": {k: list(v) for k, v in self.operation_parameters.items()},
         }
 
     def ops_list(self) -> list[str]:
@@ -111,7 +111,7 @@ def parse_design_space(data, path: str | Path = "<design space>") -> DesignSpace
     """Validate the parsed YAML of a design space; errors name the file, the key and what is allowed."""
     if not isinstance(data, dict) or "architecture" not in data:
         raise DesignSpaceError(f"{path}: expected a mapping with keys 'architecture' (and optionally 'datasets')")
-    unknown = sorted(set(data) - {"architecture", "datasets"})
+    unknown = sorted(set(data) - {"architecture", "datasets"}, key=str)
     if unknown:
         _fail(path, unknown[0], "unknown top-level key; allowed: 'architecture', 'datasets'")
     datasets = data.get("datasets", GLUE_TASK_NAMES)
@@ -123,7 +123,7 @@ def parse_design_space(data, path: str | Path = "<design space>") -> DesignSpace
     missing = [k for k in ARCHITECTURE_KEYS if k not in arch]
     if missing:
         _fail(path, f"architecture.{missing[0]}", f"missing; the architecture needs {list(ARCHITECTURE_KEYS)}")
-    extra = sorted(set(arch) - set(ARCHITECTURE_KEYS))
+    extra = sorted(set(arch) - set(ARCHITECTURE_KEYS), key=str)
     if extra:
         _fail(path, f"architecture.{extra[0]}", f"unknown key; allowed: {list(ARCHITECTURE_KEYS)}")
     ints = {k: _positive_ints(path, f"architecture.{k}", arch[k]) for k in LIST_KEYS if k != "operation_types"}
