@@ -38,8 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kernel", default="GraphEditDistance", choices=KERNELS,
                         help="dissimilarity: the original's edit-distance cost model, computed exactly over layer-aligned edit paths")
     parser.add_argument("--diss_mat_file", help="precomputed N x N dissimilarity matrix (.npy) in library order, instead of --kernel")
-    parser.add_argument("--algo", default="GD", choices=EMBEDDING_METHODS,
-                        help="GD: landmark MDS refined by gradient descent on sampled pairs; MDS: landmark MDS only")
+    parser.add_argument("--algo", default="MDS", choices=EMBEDDING_METHODS,
+                        help="MDS: landmark MDS; GD: landmark MDS refined by gradient descent on sampled pairs (no better measured)")
     parser.add_argument("--embedding_size", type=int, default=16, help="embedding dimension")
     parser.add_argument("--num_neighbors", type=int, default=100, help="neighbours stored per model (clipped to N-1)")
     parser.add_argument("--neighbor_method", default="biased", choices=NEIGHBOR_METHODS,

@@ -117,7 +117,7 @@ class Library:
     def build_embeddings(
         self,
         embedding_size: int = 16,
-        algo: str = "GD",
+        algo: str = "MDS",
         num_neighbors: int = 100,
         neighbor_method: str = "biased",
         seed: int = 0,
