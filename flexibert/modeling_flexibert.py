@@ -675,6 +675,8 @@ class FlexiBERTPreTrainedModel(PreTrainedModel):
     config_class = FlexiBERTConfig
     config: FlexiBERTConfig
     base_model_prefix = "bert"
+    # The losses are plain means, so Trainer must scale them for gradient accumulation and DDP itself.
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module):
         """BERT's init (normal 0.02, zero biases, unit LayerNorm) plus the parameters FlexiBERT adds."""

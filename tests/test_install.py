@@ -1,6 +1,7 @@
 """check_install.py and the README's Python examples, run as a user would."""
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,9 +33,11 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     runnable = [b for b in blocks if "path/or/hub-name" not in b]
     assert len(runnable) >= 4
+    shutil.copytree(ROOT / "design_space", tmp_path / "design_space")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     for block in runnable:
         exec(compile(block, "README.md", "exec"), namespace)
     assert (tmp_path / "models" / "my_model" / "model.safetensors").exists()
     assert 0 < namespace["report"].scalar_fraction <= 1
+    assert len(namespace["library"]) == 12 and (tmp_path / "dataset" / "dataset_tiny.json").exists()

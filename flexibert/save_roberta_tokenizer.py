@@ -1,0 +1,64 @@
+"""Save the one tokenizer of a FlexiBERT project: RoBERTa's byte-level BPE, used for pretraining and fine-tuning.
+
+    python flexibert/save_roberta_tokenizer.py                                   # roberta-base from the hub
+    python flexibert/save_roberta_tokenizer.py --train_files corpus1.txt corpus2.txt --vocab_size 8000   # offline
+
+Online it saves the hub's ``roberta-base`` tokenizer (vocab 50,265). Offline (compute nodes, CI,
+laptops without the hub) it trains a byte-level BPE with RoBERTa's special tokens (<s> <pad> </s>
+<unk> <mask>, ids 0-4) on plain-text files and saves it in the same format. Either way the folder
+loads with ``AutoTokenizer.from_pretrained`` and is what ``--tokenizer`` expects in
+prepare_pretrain_dataset.py and pretrain_flexibert.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from flexibert.io_utils import HelpFormatter
+from flexibert.tokenization import train_bpe_tokenizer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--output_dir", default="roberta_tokenizer", help="folder to save the tokenizer to")
+    parser.add_argument("--hub_name", default="roberta-base", help="hub tokenizer to save when no --train_files are given")
+    parser.add_argument("--train_files", nargs="+", default=None, metavar="FILE",
+                        help="plain-text files to train an offline byte-level BPE on (instead of downloading)")
+    parser.add_argument("--vocab_size", type=int, default=8000, help="vocabulary size of the trained BPE (with --train_files)")
+    parser.add_argument("--min_frequency", type=int, default=2, help="minimum pair count for a BPE merge (with --train_files)")
+    parser.add_argument("--max_length", type=int, default=512, help="model_max_length stored with a trained tokenizer")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> PreTrainedTokenizerBase:
+    args = parse_args(argv)
+    output = Path(args.output_dir)
+    if args.train_files:
+        missing = [f for f in args.train_files if not Path(f).is_file()]
+        if missing:
+            raise SystemExit(f"error: --train_files not found: {', '.join(missing)}")
+        if args.vocab_size < 261:
+            raise SystemExit("error: --vocab_size must be at least 261 (256 byte symbols + 5 special tokens)")
+        tokenizer = train_bpe_tokenizer(args.train_files, output, args.vocab_size, args.min_frequency, args.max_length)
+        origin = f"trained on {len(args.train_files)} file(s)"
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(args.hub_name)
+        except (OSError, ValueError) as err:
+            raise SystemExit(
+                f"error: cannot download the {args.hub_name!r} tokenizer ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
+                "Without the Hugging Face hub, train one offline on your corpus instead: "
+                f"python flexibert/save_roberta_tokenizer.py --output_dir {args.output_dir} --train_files FILE [FILE ...]"
+            ) from None
+        tokenizer.save_pretrained(str(output))
+        origin = f"from the hub's {args.hub_name}"
+    print(f"saved tokenizer {origin} (vocab {len(tokenizer):,}, pad id {tokenizer.pad_token_id}, "
+          f"model_max_length {tokenizer.model_max_length}) to {output}")
+    return tokenizer
+
+
+if __name__ == "__main__":
+    main()
