@@ -171,9 +171,6 @@ def pretrain(args: argparse.Namespace) -> dict:
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=args.mlm_probability),
         processing_class=tokenizer,  # saved with the model and every checkpoint
     )
-    # FlexiBERT's forward takes **kwargs but returns the mean loss of its micro-batch and ignores num_items_in_batch; left
-    # to guess, the Trainer would not divide by the accumulation steps and would multiply the loss by the process count.
-    trainer.model_accepts_loss_kwargs = False
     parameters = count_parameters(built.model)
     if trainer.is_world_process_zero():
         notes = [f"resuming from {checkpoint}"] if checkpoint else []

@@ -195,6 +195,14 @@ def test_single_layer_pairs_are_exact(rng) -> None:
         assert distance(a, b) == pytest.approx(exact_ged(a, b), abs=1e-6), (a, b)
 
 
+def test_same_depth_homogeneous_pairs_are_exact(rng) -> None:
+    """Models whose layers are all of one type (e.g. every 2-layer model of a library at lps=2), same depth."""
+    for depth in (2, 2, 2, 2, 2, 2, 3, 3):
+        a, b = (random_model(rng, 1, heads=(2, 4), ff_stacks=(1, 2, 3)) for _ in range(2))
+        a, b = ({"l": depth, **{key: m[key] * depth for key in ("o", "h", "n", "f", "p")}} for m in (a, b))
+        assert distance(a, b) == pytest.approx(exact_ged(a, b), abs=1e-6), (a, b)
+
+
 def test_one_versus_two_layers_is_an_upper_bound(rng) -> None:
     exact_count = 0
     for _ in range(15):
