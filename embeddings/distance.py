@@ -1,12 +1,40 @@
-"""Graph edit distance between architecture graphs, exact for layer-aligned edits and vectorised over pairs.
+"""Graph edit distance between architecture graphs: the cost of a layer-aligned edit path, vectorised over pairs.
 
 Cost model of the original (spec §3.2): substituting a node costs the difference of the two labels'
-ranks, inserting or deleting one costs its rank, each inserted or deleted edge 0.1. The graphs are
-chains of layers, so an edit path that maps layers onto layers (keeping their order, inserting or
-deleting whole layers) can be optimised exactly by dynamic programming: over layers for the model,
-inside a layer over its feed-forward chain, and by sorted 1-D matching for its heads. Costs of every
-pair of distinct layer types are tabulated once, so one pair of models costs O(L1*L2) table look-ups,
-done for thousands of pairs at once with numpy.
+ranks, inserting or deleting one costs its rank, each inserted or deleted edge 0.1. The value is the
+cost of one concrete edit path, so it is never below the exact GED. That path maps layers onto layers
+in order, inserting or deleting whole layers, and is optimised by dynamic programming over layers
+(``pair_distances``). In a matched pair of layers the add_norms map onto add_norms, the highest-ranked
+heads onto each other, and the FF chains by their best partial injection (crossings allowed). Surplus
+heads and unmatched FF nodes are substituted with each other by sorted 1-D matching. The cost of every
+pair of layer types is tabulated once, so a pair of models costs O(L1*L2) table look-ups, done for
+millions of pairs at once with numpy (about 2.5 M pairs/s on one core for the test library).
+
+When it equals the exact GED (checked against an exact binary-LP GED with scipy's HiGHS; networkx's
+``graph_edit_distance`` agrees wherever it is optimal itself):
+
+* any two single-layer models: always (600 random pairs with 2 or 4 heads, different head counts
+  included, and 1-3 FF nodes of mixed widths);
+* two models of the same depth whose layers are all of one type (homogeneous, as every 2-layer model
+  of a library at lps=2): always (400 pairs of depth 2-3).
+
+When it differs, and by how much (excess = ours - exact):
+
+* 1 vs 2 layers (2 heads, 1-2 FF): exact on 65% of 200 pairs; mean excess 2.2 (6.5%), max 12.0;
+* two heterogeneous 2-layer models: exact on 50%; mean excess 4.9, max 42.6;
+* homogeneous models of different depth (1 vs 2-3 layers): exact on 34%; mean excess 13.1, max 68;
+* random pairs of the test library (lps=2, 2/4 layers): exact on 33% of 200 pairs; mean excess 25.0
+  (mean GED 91.4, mean relative excess 39%), median 14.4, max 144. The ranks of these distances correlate only
+  0.60 (Spearman) with the exact GED's ranks. The original's value (networkx's first edit path) is
+  4% above the exact GED and correlates at 0.999.
+
+The excess comes in whole rank units, not edges, because rank costs make cross-role and cross-layer
+substitutions cheap and a layer-aligned path cannot use them. The exact path maps layers out of order
+(for example, heads [4, 4, 2, 2] against [2, 2, 4, 4]), or it substitutes the nodes of a deleted layer
+or surplus heads for nodes of another layer (a head for an FF node costs only the rank difference).
+networkx's exhaustive search is itself not always optimal under these tied costs (networkx issue
+#8099): on 1-vs-2-layer pairs it was above the exact GED on 13 of 200 pairs (by at most 0.6), and
+there this distance can be below networkx's value.
 """
 
 from __future__ import annotations
@@ -139,9 +167,10 @@ class LayerCosts:
     """Layer types of a library and the cost tables between them.
 
     A layer type is (sorted head ranks, FF ranks). ``match[s, t]`` is the cost of mapping a layer of
-    type s onto one of type t (nodes, minus 0.2 per edge kept inside the layer), ``feed[s, t]`` the
-    extra saving when the two layers' feed nodes are mapped onto each other (their edges to the
-    matched heads and to the first add_norm are kept), ``delete[s]`` the node cost of removing a layer.
+    type s onto one of type t (nodes, minus 0.2 per edge kept inside the layer, ``_layer_match_cost``),
+    ``feed[s, t]`` the extra saving when the two layers' feed nodes are mapped onto each other (their
+    edges to the matched heads and to the first add_norm are kept), ``delete[s]`` the node cost of
+    removing a layer; ``after_tie``/``after_gap`` are the match costs used by ``pair_distances``.
     """
 
     def __init__(self, ranks: dict[str, int]):
