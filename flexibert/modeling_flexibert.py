@@ -308,15 +308,18 @@ def dynamic_conv(values: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 def relative_key_scores(query: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """``R[b,h,l,r] = query[b,h,l] . table[l - r + P - 1]`` for a (2P-1, a) distance table.
 
-    One matmul against the 2L-1 distances that occur plus a gather; never builds an (L, L, a) tensor.
+    One matmul against the 2L-1 distances that occur, ordered from L-1 down to -(L-1); row l of the
+    result then holds its L scores contiguously from column L-1-l, so ``R`` is a strided view of it
+    (the "skew" trick): no (L, L, a) tensor and no index tensor.
     """
     length = query.shape[-2]
     max_positions = (table.shape[0] + 1) // 2
-    distances = table[max_positions - length : max_positions + length - 1]  # distance -(L-1) .. L-1
-    scores = query @ distances.T  # (B, H, L, 2L-1)
-    positions = torch.arange(length, device=query.device)
-    index = (positions[:, None] - positions[None, :] + length - 1).expand(*scores.shape[:-1], length)
-    return scores.gather(-1, index)
+    distances = table[max_positions - length : max_positions + length - 1].flip(0)  # distance L-1 .. -(L-1)
+    scores = (query @ distances.T).contiguous()  # (B, H, L, 2L-1)
+    batch, heads = scores.shape[:2]
+    row = 2 * length - 1
+    return scores.as_strided((batch, heads, length, length), (heads * length * row, length * row, row - 1, 1),
+                             scores.storage_offset() + length - 1)
 
 
 def attend(
