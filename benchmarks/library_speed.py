@@ -57,17 +57,10 @@ def original_unit_costs(space_file: Path, samples: int) -> tuple[float, float]:
     dicts = list(space.enumerate(2))
     ranks = label_ranks(space.ops_list())
 
-    def as_networkx(model_dict: dict) -> nx.DiGraph:
-        graph = model_graph(model_dict)
-        result = nx.DiGraph()
-        result.add_nodes_from((i, {"label": label}) for i, label in enumerate(graph.labels))
-        result.add_edges_from(graph.edges)
-        return result
-
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     for _ in range(samples):
-        a, b = (as_networkx(dicts[i]) for i in rng.choice(len(dicts), 2, replace=False))
+        a, b = (model_graph(dicts[i]).to_networkx() for i in rng.choice(len(dicts), 2, replace=False))
         next(nx.optimize_graph_edit_distance(
             a, b,
             node_subst_cost=lambda x, y: abs(ranks[x["label"]] - ranks[y["label"]]),

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import networkx as nx
+
 from flexibert.modeling_flexibert import parse_model_dict
 
 WL_ROUNDS = 5
@@ -40,6 +42,13 @@ class Graph:
     @property
     def num_edges(self) -> int:
         return len(self.edges)
+
+    def to_networkx(self) -> nx.DiGraph:
+        """The graph as a ``networkx.DiGraph`` with a ``label`` per node (for networkx's edit distances)."""
+        graph = nx.DiGraph()
+        graph.add_nodes_from((i, {"label": label}) for i, label in enumerate(self.labels))
+        graph.add_edges_from(self.edges)
+        return graph
 
 
 def model_graph(model_dict: dict) -> Graph:

@@ -50,11 +50,7 @@ def random_model(rng: random.Random, depth: int, heads=(2,), ff_stacks=(1, 2), m
 
 
 def nx_graph(model_dict: dict) -> nx.DiGraph:
-    graph = model_graph(model_dict)
-    g = nx.DiGraph()
-    g.add_nodes_from((i, {"label": label}) for i, label in enumerate(graph.labels))
-    g.add_edges_from(graph.edges)
-    return g
+    return model_graph(model_dict).to_networkx()
 
 
 def networkx_ged(a: dict, b: dict, ranks: dict = RANKS, max_nodes: int = 9) -> float:

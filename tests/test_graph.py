@@ -6,22 +6,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import BERT_TINY, FLEXIBERT_MINI
 
 from embeddings.design_space import load_design_space
 from embeddings.graph import Graph, graph_hash, head_labels, model_graph, model_hash
 
 SPACES = Path(__file__).resolve().parents[1] / "design_space"
 
-BERT_TINY = {"l": 2, "h": [128, 128], "n": [2, 2], "o": ["sa", "sa"], "f": [[512], [512]], "p": ["sdp", "sdp"]}
 BERT_TINY_HASH = "79cadebed0d9211f265df75c88666c35c7b3b2e3823206c928f099d3a0faa444"
-FLEXIBERT_MINI = {
-    "l": 4,
-    "o": ["sa", "sa", "l", "l"],
-    "h": [256, 256, 128, 128],
-    "n": [2, 2, 4, 4],
-    "f": [[512, 512, 512], [512, 512, 512], [1024], [1024]],
-    "p": ["sdp", "sdp", "dct", "dct"],
-}
 HETERO = {"l": 2, "o": [["sa_sdp_64", "sa_wma_64", "l_dct_64", "c_9_64"], ["sa_sdp_32"] * 4], "h": [256, 128], "f": [[1024], [512, 512]]}
 HETERO_PERMUTED = {**HETERO, "o": [["c_9_64", "l_dct_64", "sa_sdp_64", "sa_wma_64"], ["sa_sdp_32"] * 4]}
 

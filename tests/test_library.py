@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import BERT_TINY
 
 from embeddings import generate_library
 from embeddings.design_space import load_design_space
@@ -18,7 +19,6 @@ from embeddings.neighbors import biased_neighbors, distance_neighbors, find_neig
 REPO = Path(__file__).resolve().parents[1]
 TEST_SPACE = REPO / "design_space" / "design_space_test.yaml"
 TINY_SPACE = REPO / "design_space" / "design_space_tiny.yaml"
-BERT_TINY = {"l": 2, "h": [128, 128], "n": [2, 2], "o": ["sa", "sa"], "f": [[512], [512]], "p": ["sdp", "sdp"]}
 
 
 @pytest.fixture(scope="module")
