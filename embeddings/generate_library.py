@@ -22,6 +22,18 @@ from embeddings.neighbors import NEIGHBOR_METHODS
 KERNELS = ("GraphEditDistance",)
 
 
+def add_embedding_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the dissimilarity, embedding and neighbours, shared with flexibert/hierarchical.py."""
+    parser.add_argument("--kernel", default="GraphEditDistance", choices=KERNELS,
+                        help="dissimilarity: the original's edit-cost model, as the cost of the best layer-aligned edit path")
+    parser.add_argument("--algo", default="MDS", choices=EMBEDDING_METHODS,
+                        help="MDS: landmark MDS; GD: landmark MDS refined by gradient descent on sampled pairs (no better measured)")
+    parser.add_argument("--embedding_size", type=int, default=16, help="embedding dimension")
+    parser.add_argument("--num_neighbors", type=int, default=100, help="neighbours stored per model (clipped to N-1)")
+    parser.add_argument("--neighbor_method", default="biased", choices=NEIGHBOR_METHODS,
+                        help="biased: longest shared layer prefix first, then embedding distance; distance: embedding distance")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Build a FlexiBERT graph library (model dicts, hashes, embeddings, neighbours) as one JSON file.",
@@ -35,15 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=GLUE_TASK_NAMES, help="GLUE task the library is for (stored in the file)")
     parser.add_argument("--layers_per_stack", type=int, default=2, help="consecutive layers that share all choices")
     parser.add_argument("--heterogeneous_feed_forward", action="store_true", help="every FF sub-layer picks its own width")
-    parser.add_argument("--kernel", default="GraphEditDistance", choices=KERNELS,
-                        help="dissimilarity: the original's edit-distance cost model, computed exactly over layer-aligned edit paths")
+    add_embedding_arguments(parser)
     parser.add_argument("--diss_mat_file", help="precomputed N x N dissimilarity matrix (.npy) in library order, instead of --kernel")
-    parser.add_argument("--algo", default="MDS", choices=EMBEDDING_METHODS,
-                        help="MDS: landmark MDS; GD: landmark MDS refined by gradient descent on sampled pairs (no better measured)")
-    parser.add_argument("--embedding_size", type=int, default=16, help="embedding dimension")
-    parser.add_argument("--num_neighbors", type=int, default=100, help="neighbours stored per model (clipped to N-1)")
-    parser.add_argument("--neighbor_method", default="biased", choices=NEIGHBOR_METHODS,
-                        help="biased: longest shared layer prefix first, then embedding distance; distance: embedding distance")
     parser.add_argument("--seed", type=int, default=0, help="seed of landmarks and gradient descent (same seed, same file)")
     parser.add_argument("--n_jobs", type=int, default=1, help="processes for hashing")
     parser.add_argument("--overwrite", action="store_true", help="replace --dataset_file if it exists")

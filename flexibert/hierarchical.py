@@ -24,11 +24,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from embeddings.design_space import GLUE_TASK_NAMES, DesignSpaceError, load_design_space
-from embeddings.embedding import EMBEDDING_METHODS
-from embeddings.generate_library import KERNELS
+from embeddings.generate_library import add_embedding_arguments
 from embeddings.interpolation import check_layers_per_stack, count_candidates, interpolate
 from embeddings.library import Library, LibraryFileError
-from embeddings.neighbors import NEIGHBOR_METHODS
 
 SCORE_KEY = "glue_score"
 
@@ -53,11 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--neighbors_per_model", type=int, default=5, help="stored neighbours of each top model to interpolate with")
     parser.add_argument("--max_candidates_per_pair", type=int, default=10000,
                         help="a pair with more candidates is sampled down to this many (seeded)")
-    parser.add_argument("--kernel", default="GraphEditDistance", choices=KERNELS, help="dissimilarity of the new library's models")
-    parser.add_argument("--algo", default="MDS", choices=EMBEDDING_METHODS, help="embedding method (see generate_library.py)")
-    parser.add_argument("--embedding_size", type=int, default=16, help="embedding dimension")
-    parser.add_argument("--num_neighbors", type=int, default=100, help="neighbours stored per model (clipped to N-1)")
-    parser.add_argument("--neighbor_method", default="biased", choices=NEIGHBOR_METHODS, help="neighbour order (see generate_library.py)")
+    add_embedding_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of candidate sampling and of the embedding")
     parser.add_argument("--n_jobs", type=int, default=1, help="kept for the original's command lines; unused")
     parser.add_argument("--overwrite", action="store_true", help="replace --new_dataset_file if it exists")
