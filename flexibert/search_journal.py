@@ -1,0 +1,198 @@
+"""The search's memory: an append-only JSON-lines journal in the run folder, and the state replayed from it.
+
+Every decision the controller takes (a round's proposals, a submission, a result, a retry, a final
+failure) is one line, flushed and fsynced before the controller acts on it. A controller killed at
+any moment therefore restarts from exactly what it had decided; a line cut short by the kill is
+ignored. The lock file keeps two controllers off one run folder (``flock`` is released by the
+kernel when a process dies, so a killed controller never leaves a stale lock).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+JOURNAL_FILE = "journal.jsonl"
+LOCK_FILE = ".lock"
+
+
+class RunDirError(RuntimeError):
+    """The run folder cannot be used as asked (locked, or started with other settings)."""
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on ``run_dir``; a second controller gets a clear error."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / LOCK_FILE
+        self._handle = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise RunDirError(f"{self.path.parent} is in use by {owner}; wait for it to finish or stop it first") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+class Journal:
+    """Appends events to ``run_dir/journal.jsonl`` durably, and reads them back."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / JOURNAL_FILE
+
+    def append(self, event: str, **fields: Any) -> dict:
+        record = {"event": event, "time": round(time.time(), 3), **fields}
+        line = json.dumps(record, allow_nan=False)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return record
+
+    def read(self) -> list[dict]:
+        """All complete events; an unterminated last line (cut by a kill) is dropped and the file repaired."""
+        if not self.path.exists():
+            return []
+        raw = self.path.read_bytes()
+        complete, _, partial = raw.rpartition(b"\n")
+        if partial:
+            with open(self.path, "r+b") as handle:
+                handle.truncate(len(complete) + 1 if complete else 0)
+        events = []
+        for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise RunDirError(f"{self.path}:{number} is not valid JSON ({err}); the journal was edited or corrupted") from None
+        return events
+
+
+@dataclass
+class Attempt:
+    """One submission of a candidate to an executor."""
+
+    number: int
+    token: str  # unique name given to the job before it is launched, so a job launched by a killed controller can be found
+    log: str | None
+    job_id: str | None = None  # the executor's id, once the launch is journaled
+    outcome: str | None = None  # None while in flight; else 'finished', 'failed', 'cancelled'
+
+
+@dataclass
+class Candidate:
+    """A proposed model and everything that happened to it."""
+
+    model_hash: str
+    method: str
+    round: int
+    neighbor: str | None
+    attempts: list[Attempt] = field(default_factory=list)
+    score: float | None = None
+    wall_s: float | None = None
+    failed_reason: str | None = None
+
+    @property
+    def in_flight(self) -> Attempt | None:
+        last = self.attempts[-1] if self.attempts else None
+        return last if last is not None and last.outcome is None else None
+
+    @property
+    def done(self) -> bool:
+        return self.score is not None or self.failed_reason is not None
+
+    @property
+    def failures(self) -> int:
+        return sum(attempt.outcome == "failed" for attempt in self.attempts)
+
+
+@dataclass
+class SearchState:
+    """What the journal says: the run's settings, the candidates in proposal order, finishes in completion order."""
+
+    config: dict | None = None
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    finished: list[str] = field(default_factory=list)
+    rounds: int = 0
+    strategy_state: dict = field(default_factory=dict)
+    stopped: str | None = None
+
+    @classmethod
+    def replay(cls, events: list[dict]) -> SearchState:
+        state = cls()
+        for event in events:
+            state.apply(event)
+        return state
+
+    def apply(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "run":
+            self.config = self.config or event["config"]
+            self.stopped = None
+        elif kind == "round":
+            self.rounds = event["round"] + 1
+            self.strategy_state = event.get("strategy_state", {})
+            for proposal in event["proposals"]:
+                self.candidates[proposal["model_hash"]] = Candidate(
+                    proposal["model_hash"], proposal["method"], event["round"], proposal.get("neighbor"))
+        elif kind == "submit":
+            self.candidates[event["model_hash"]].attempts.append(Attempt(event["attempt"], event["token"], event.get("log")))
+        elif kind == "launched":
+            self.candidates[event["model_hash"]].attempts[-1].job_id = event["job_id"]
+        elif kind in ("finish", "attempt_failed", "cancelled"):
+            candidate = self.candidates[event["model_hash"]]
+            attempt = candidate.in_flight
+            if attempt is not None:
+                attempt.outcome = {"finish": "finished", "attempt_failed": "failed", "cancelled": "cancelled"}[kind]
+            if kind == "finish":
+                candidate.score, candidate.wall_s = event["score"], event.get("wall_s")
+                self.finished.append(candidate.model_hash)
+        elif kind == "fail":
+            self.candidates[event["model_hash"]].failed_reason = event["reason"]
+        elif kind == "stop":
+            self.stopped = event["reason"]
+        else:
+            raise RunDirError(f"unknown journal event {kind!r}; was this run folder written by a newer FlexiBERT?")
+
+    def scores(self) -> dict[str, float]:
+        """Finished models and their scores, in completion order."""
+        return {h: self.candidates[h].score for h in self.finished}
+
+    def in_flight(self) -> list[Candidate]:
+        return [c for c in self.candidates.values() if c.in_flight is not None]
+
+    def waiting(self) -> list[Candidate]:
+        """Proposed candidates with nothing in flight that are neither finished nor failed: to be (re)submitted."""
+        return [c for c in self.candidates.values() if not c.done and c.in_flight is None]
+
+    def failed(self) -> list[Candidate]:
+        return [c for c in self.candidates.values() if c.failed_reason is not None]
+
+    def best(self) -> tuple[str, float] | None:
+        scores = self.scores()
+        if not scores:
+            return None
+        best_hash = max(scores, key=scores.__getitem__)  # first of equals: the earliest finished
+        return best_hash, scores[best_hash]
