@@ -61,14 +61,14 @@ def _benchmark_index(path: str, mtime: float) -> dict[str, dict]:
 
 
 @lru_cache(maxsize=2)
-def _library(path: str, mtime: float) -> Library:
+def _library(path: str, mtime: float | None) -> Library:
     return Library.load(path)
 
 
 def load_library(path: str | Path) -> Library:
     """The run's library, read once per process (inline jobs share it with the controller)."""
     path = Path(path)
-    return _library(str(path.resolve()), path.stat().st_mtime)
+    return _library(str(path.resolve()), path.stat().st_mtime if path.is_file() else None)  # a missing file: Library.load says so
 
 
 def benchmark_score(path: str | Path, metric: str, model_hash: str) -> float:

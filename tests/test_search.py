@@ -1,0 +1,207 @@
+"""The search controller on a synthetic benchmark: strategies, reports, resume, retries, locking, knowledge-transfer choice."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from embeddings.design_space import load_design_space
+from embeddings.library import Library
+from flexibert import run_boshnas
+from flexibert.search_journal import Journal, RunLock, SearchState
+from flexibert.synthetic_benchmark import synthetic_scores
+from flexibert.weight_transfer import model_overlap
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def search_files(tmp_path_factory) -> dict[str, Path]:
+    """Every third model of the test design space at 2 layers per stack (3,104 models), embedded, and its synthetic benchmark."""
+    work = tmp_path_factory.mktemp("search")
+    full = Library.from_design_space(load_design_space(REPO / "design_space" / "design_space_test.yaml"), layers_per_stack=2)
+    library = Library(model_dicts=full.model_dicts[::3], hashes=full.hashes[::3], design_space=full.design_space,
+                      ops_list=full.ops_list)
+    library.build_embeddings(num_neighbors=30, seed=0)
+    library.save(work / "library.json")
+    entries = synthetic_scores(library, seed=0)
+    (work / "benchmark.json").write_text(json.dumps({"entries": entries}))
+    return {"library": work / "library.json", "benchmark": work / "benchmark.json", "work": work}
+
+
+def search(files: dict, run_dir: Path, *extra: str, benchmark: Path | None = None) -> SearchState:
+    return run_boshnas.main(["--dataset_file", str(files["library"]), "--benchmark_file", str(benchmark or files["benchmark"]),
+                             "--executor", "inline", "--run_dir", str(run_dir), *extra])
+
+
+def benchmark_scores(path: Path) -> dict[str, float]:
+    entries = json.loads(path.read_text())["entries"]
+    return {e["model_hash"]: e["scores"]["glue"] for e in entries}
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def events(run_dir: Path, kind: str) -> list[dict]:
+    return [e for e in Journal(run_dir).read() if e["event"] == kind]
+
+
+def start_markers(run_dir: Path) -> dict[str, int]:
+    return {folder.name: len(list((folder / "starts").iterdir())) for folder in (run_dir / "models").iterdir()}
+
+
+def test_random_search_spends_its_budget_and_writes_every_report(search_files, tmp_path, capsys):
+    run_dir = tmp_path / "random"
+    state = search(search_files, run_dir, "--strategy", "random", "--budget", "8", "--num_init", "3", "--seed", "3")
+    truth = benchmark_scores(search_files["benchmark"])
+
+    history = read_csv(run_dir / "history.csv")
+    assert [row["index"] for row in history] == [str(i) for i in range(1, 9)]
+    assert len({row["model_hash"] for row in history}) == 8
+    assert [row["method"] for row in history] == ["init"] * 3 + ["random"] * 5
+    assert all(float(row["score"]) == truth[row["model_hash"]] for row in history)
+
+    board = read_csv(run_dir / "leaderboard.csv")
+    assert [float(r["score"]) for r in board] == sorted((float(r["score"]) for r in history), reverse=True)
+    library = Library.load(search_files["library"])
+    assert all(json.loads(r["model_dict"]) == library.model_dict(r["model_hash"]) for r in board)
+    assert all(int(r["parameters"]) > 100_000 for r in board)
+    assert board[0]["model_hash"][:12] in (run_dir / "leaderboard.md").read_text()
+    for plot in ("best_score.png", "score_vs_parameters.png", "library_map.png"):
+        assert (run_dir / "report" / plot).stat().st_size > 10_000
+
+    scored = Library.load(run_dir / "library_scored.json")
+    assert {h: p for h, p in zip(scored.hashes, scored.performances, strict=True) if p is not None} == state.scores()
+    assert all(p is None for p in Library.load(search_files["library"]).performances)  # the input is never written
+    assert events(run_dir, "stop")[-1]["reason"] == "budget"
+    assert "round 7 [random]" in capsys.readouterr().out
+
+
+def test_rerun_resumes_and_a_larger_budget_extends_the_search(search_files, tmp_path):
+    run_dir = tmp_path / "resume"
+    first = search(search_files, run_dir, "--strategy", "random", "--budget", "6", "--num_init", "2")
+    again = search(search_files, run_dir, "--strategy", "random", "--budget", "6", "--num_init", "2")
+    assert again.finished == first.finished
+    assert len(events(run_dir, "finish")) == 6
+    more = search(search_files, run_dir, "--strategy", "random", "--budget", "9", "--num_init", "2")
+    assert more.finished[:6] == first.finished and len(more.finished) == 9
+    assert set(start_markers(run_dir).values()) == {1}  # no model was evaluated twice
+
+    # The same search in one go proposes the same models: proposals depend only on the seed and the journal.
+    straight = search(search_files, tmp_path / "straight", "--strategy", "random", "--budget", "9", "--num_init", "2")
+    assert straight.finished == more.finished
+
+
+def test_resuming_with_other_settings_or_twice_at_once_is_refused(search_files, tmp_path):
+    run_dir = tmp_path / "guarded"
+    search(search_files, run_dir, "--strategy", "random", "--budget", "2", "--num_init", "2")
+    with pytest.raises(SystemExit, match="seed: was 1, now 2"):
+        search(search_files, run_dir, "--strategy", "random", "--budget", "2", "--num_init", "2", "--seed", "2")
+    with RunLock(run_dir), pytest.raises(SystemExit, match="is in use by pid"):
+        search(search_files, run_dir, "--strategy", "random", "--budget", "3", "--num_init", "2")
+
+
+def test_failed_jobs_are_retried_then_recorded_and_the_search_goes_on(search_files, tmp_path):
+    entries = json.loads(search_files["benchmark"].read_text())["entries"]
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"entries": entries[::2]}))  # half of the models cannot be scored
+    run_dir = tmp_path / "failing"
+    state = search(search_files, run_dir, "--strategy", "random", "--budget", "8", "--num_init", "3", "--max_retries", "1",
+                   benchmark=partial)
+    failed = state.failed()
+    assert failed, "with half of the models missing from the benchmark, some must fail"
+    assert len(state.finished) + len(failed) == 8
+    for candidate in failed:
+        assert len(candidate.attempts) == 2 and candidate.failures == 2
+        assert f"model {candidate.model_hash} is not in the benchmark file" in candidate.failed_reason
+        log = Path(candidate.attempts[-1].log).read_text()
+        assert "JobError" in log and candidate.model_hash in log
+    assert f"{len(failed)} model(s) failed" in (run_dir / "leaderboard.md").read_text()
+
+
+def test_evolution_mutates_neighbours_and_gp_runs(search_files, tmp_path):
+    library = Library.load(search_files["library"])
+    state = search(search_files, tmp_path / "evolution", "--strategy", "evolution", "--budget", "14", "--num_init", "6",
+                   "--population_size", "6")
+    methods = [state.candidates[h].method for h in state.finished]
+    assert methods[:6] == ["init"] * 6 and methods[6:].count("mutation") >= 6
+    for position, model_hash in enumerate(state.finished[6:], 6):
+        if state.candidates[model_hash].method == "mutation":  # a child is a library neighbour of an earlier model
+            assert any(model_hash in library.neighbors_of(parent) for parent in state.finished[:position])
+
+    gp = search(search_files, tmp_path / "gp", "--strategy", "gp", "--budget", "10", "--num_init", "5")
+    assert [gp.candidates[h].method for h in gp.finished][5:] == ["gp-ei"] * 5
+
+
+def test_knowledge_transfer_picks_the_trained_neighbour_with_the_largest_overlap(search_files, tmp_path):
+    library = Library.load(search_files["library"])
+    run_dir = tmp_path / "transfer"
+    state = search(search_files, run_dir, "--strategy", "evolution", "--budget", "16", "--num_init", "4", "--population_size", "4",
+                   "--transfer_threshold", "0.5")
+    chosen = 0
+    for round_event in events(run_dir, "round"):
+        finished_before = {e["model_hash"] for e in Journal(run_dir).read() if e["event"] == "finish" and e["time"] <= round_event["time"]}
+        for proposal in round_event["proposals"]:
+            target = library.model_dict(proposal["model_hash"])
+            options = {h: model_overlap(target, library.model_dict(h)) for h in library.neighbors_of(proposal["model_hash"])
+                       if h in finished_before}
+            qualified = {h: o for h, o in options.items() if o >= 0.5}
+            if proposal["neighbor"] is None:
+                assert not qualified
+            else:
+                chosen += 1
+                assert options[proposal["neighbor"]] == max(qualified.values())
+    assert chosen >= 3, "mutations of trained models must find trained neighbours to start from"
+    history = read_csv(run_dir / "history.csv")
+    assert sum(bool(row["neighbor"]) for row in history) == chosen
+    assert len(state.finished) == 16
+
+
+def test_journal_drops_a_line_cut_by_a_kill(tmp_path):
+    journal = Journal(tmp_path)
+    journal.append("run", config={"strategy": "random"})
+    journal.append("round", round=0, proposals=[{"model_hash": "a" * 64, "method": "init", "neighbor": None}], strategy_state={})
+    with open(journal.path, "a") as handle:
+        handle.write('{"event": "submit", "model_hash": "aaa')  # the kill came mid-write
+    state = SearchState.replay(journal.read())
+    assert state.rounds == 1 and [c.model_hash for c in state.waiting()] == ["a" * 64]
+    assert journal.path.read_text().endswith("}\n")  # repaired, so the next append starts on a fresh line
+
+
+def test_bad_inputs_say_what_is_wrong(search_files, tmp_path):
+    with pytest.raises(SystemExit, match="no such library file"):
+        run_boshnas.main(["--dataset_file", str(tmp_path / "missing.json"), "--run_dir", str(tmp_path / "r")])
+    with pytest.raises(SystemExit, match="--benchmark_file .*: no such file"):
+        search(search_files, tmp_path / "r", benchmark=tmp_path / "nope.json")
+    with pytest.raises(SystemExit, match="--pretrain_args holds flags"):
+        run_boshnas.main(["--dataset_file", str(search_files["library"]), "--run_dir", str(tmp_path / "r2"),
+                          "--pretrain_args", "--no_such_flag 3"])
+    with pytest.raises(SystemExit):
+        run_boshnas.parse_args(["--dataset_file", "x", "--prob_random", "0.7", "--prob_uncertainty", "0.5"])
+
+
+def test_strategies_propose_deterministically(search_files):
+    from flexibert.search_strategies import GaussianProcessBO, RandomSearch, RegularizedEvolution, SearchContext
+
+    library = Library.load(search_files["library"])
+    truth = benchmark_scores(search_files["benchmark"])
+    scores = {h: truth[h] for h in library.hashes[:40:4]}
+    for strategy in (RandomSearch(), RegularizedEvolution(5, 3), GaussianProcessBO(seed=1)):
+        picks = [strategy.propose(SearchContext(library, scores, set(scores)), 3, np.random.default_rng(7), 4) for _ in range(2)]
+        assert picks[0] == picks[1] and len(picks[0]) == 3
+        assert not {library.hashes[i] for i, _ in picks[0]} & set(scores)
