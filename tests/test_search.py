@@ -205,3 +205,41 @@ def test_strategies_propose_deterministically(search_files):
         picks = [strategy.propose(SearchContext(library, scores, set(scores)), 3, np.random.default_rng(7), 4) for _ in range(2)]
         assert picks[0] == picks[1] and len(picks[0]) == 3
         assert not {library.hashes[i] for i, _ in picks[0]} & set(scores)
+
+
+def kill_and_resume_until_done(command: list[str], run_dir: Path, rng: np.random.Generator, kills: int) -> int:
+    """Start the controller, SIGKILL it after a random while, again and again; then let it finish. Returns the kills made."""
+    import subprocess
+    import sys
+    import time
+
+    environment = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    made = 0
+    for _ in range(kills):
+        process = subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env=environment, cwd=REPO)
+        time.sleep(rng.uniform(1.0, 4.0))
+        if process.poll() is not None:
+            break
+        process.kill()
+        process.wait()
+        made += 1
+    final = subprocess.run([sys.executable, *command], capture_output=True, text=True, env=environment, cwd=REPO, timeout=600)
+    assert final.returncode == 0, final.stderr[-3000:]
+    return made
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing_and_repeats_nothing(search_files, tmp_path):
+    run_dir = tmp_path / "killed"
+    flags = ["--strategy", "random", "--budget", "5", "--num_init", "2", "--seed", "5"]
+    command = ["-m", "flexibert.run_boshnas", "--dataset_file", str(search_files["library"]), "--benchmark_file",
+               str(search_files["benchmark"]), "--executor", "local", "--poll_interval", "0.2", "--run_dir", str(run_dir), *flags]
+    kills = kill_and_resume_until_done(command, run_dir, np.random.default_rng(0), kills=6)
+    assert kills >= 3
+    reference = search(search_files, tmp_path / "reference", *flags)
+    state = SearchState.replay(Journal(run_dir).read())
+    assert state.finished == reference.finished  # one job at a time: the same models in the same order
+    assert state.scores() == reference.scores()
+    assert set(start_markers(run_dir).values()) == {1}, start_markers(run_dir)  # adopted, never started twice
+    assert state.stopped == "budget"

@@ -1,0 +1,124 @@
+"""Compare search strategies on one benchmark file: several strategies x seeds, one plot, one table.
+
+    python -m flexibert.compare_strategies --dataset_file LIB.json --benchmark_file BENCH.json \\
+        --strategies boshnas random evolution gp --seeds 1 2 3 --budget 50 --output_dir runs/compare
+
+Each (strategy, seed) is an ordinary run_boshnas.py search with the inline executor in
+<output_dir>/<strategy>_seed<seed>/ (so an interrupted comparison resumes, and every run has its own
+leaderboard and plots). The comparison writes <output_dir>/comparison.png (mean best score so far vs
+evaluated models, with a band from the worst to the best seed) and comparison.md/.csv (mean ± std of
+the best score at --report_budgets). A run that stopped early (BOSHNAS's convergence rule) keeps its
+last best score for the remaining evaluations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from flexibert import run_boshnas  # noqa: E402
+from flexibert.io_utils import HelpFormatter  # noqa: E402
+from flexibert.search_strategies import STRATEGIES  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter,
+                                     epilog="Any other flag is passed to every run_boshnas.py run (e.g. --num_init 10 --k1 1.0).")
+    parser.add_argument("--dataset_file", required=True, help="graph library JSON")
+    parser.add_argument("--benchmark_file", required=True, help="benchmark JSON with a score for every library model")
+    parser.add_argument("--benchmark_metric", default="glue", help="which score of the benchmark file")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES), help="strategies to compare")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="one run per strategy and seed")
+    parser.add_argument("--budget", type=int, default=50, help="models evaluated per run")
+    parser.add_argument("--report_budgets", nargs="+", type=int, help="budgets of the table (default: a quarter, half and all of --budget)")
+    parser.add_argument("--output_dir", default="runs/compare", help="one sub-folder per run, plus the comparison files")
+    args, passed_on = parser.parse_known_args(argv)
+    args.report_budgets = sorted(set(args.report_budgets or [max(1, args.budget // 4), max(1, args.budget // 2), args.budget]))
+    if max(args.report_budgets) > args.budget:
+        parser.error("--report_budgets cannot exceed --budget")
+    return args, passed_on
+
+
+def best_curve(scores: list[float], budget: int) -> np.ndarray:
+    """Best score after each of ``budget`` evaluations (held constant after a run's last one)."""
+    curve = np.maximum.accumulate(np.asarray(scores, dtype=float))
+    return np.concatenate([curve, np.full(budget - len(curve), curve[-1])]) if len(curve) else np.full(budget, np.nan)
+
+
+def run_all(args: argparse.Namespace, passed_on: list[str]) -> dict[str, np.ndarray]:
+    """Run (or resume) every search quietly; returns {strategy: (seeds, budget) array of best-so-far curves}."""
+    output = Path(args.output_dir)
+    curves: dict[str, list[np.ndarray]] = {s: [] for s in args.strategies}
+    runs = [(strategy, seed) for strategy in args.strategies for seed in args.seeds]
+    for strategy, seed in tqdm(runs, desc="searches", unit="run"):
+        run_dir = output / f"{strategy}_seed{seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        argv = ["--dataset_file", args.dataset_file, "--benchmark_file", args.benchmark_file, "--benchmark_metric",
+                args.benchmark_metric, "--executor", "inline", "--strategy", strategy, "--seed", str(seed), "--budget",
+                str(args.budget), "--run_dir", str(run_dir), *passed_on]
+        with open(run_dir / "controller.log", "a") as log, contextlib.redirect_stdout(log):
+            state = run_boshnas.main(argv)
+        scores = [state.candidates[h].score for h in state.finished]
+        curves[strategy].append(best_curve(scores, args.budget))
+        tqdm.write(f"{strategy} seed {seed}: best {max(scores):.2f} after {len(scores)} models ({run_dir})")
+    return {strategy: np.stack(found) for strategy, found in curves.items()}
+
+
+def table_rows(curves: dict[str, np.ndarray], budgets: list[int]) -> list[dict]:
+    rows = []
+    for strategy, runs in curves.items():
+        row = {"strategy": strategy, "runs": len(runs)}
+        for budget in budgets:
+            values = runs[:, budget - 1]
+            row[f"best@{budget}"] = f"{values.mean():.2f} ± {values.std():.2f}"
+        rows.append(row)
+    return rows
+
+
+def write_outputs(curves: dict[str, np.ndarray], args: argparse.Namespace) -> str:
+    output = Path(args.output_dir)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    steps = np.arange(1, args.budget + 1)
+    for strategy, runs in curves.items():
+        ax.plot(steps, runs.mean(axis=0), label=f"{strategy} (mean of {len(runs)})")
+        ax.fill_between(steps, runs.min(axis=0), runs.max(axis=0), alpha=0.2)
+    ax.set(xlabel="evaluated models", ylabel=f"best {args.benchmark_metric} score so far", title=Path(args.benchmark_file).name)
+    ax.legend()
+    fig.savefig(output / "comparison.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+    rows = table_rows(curves, args.report_budgets)
+    columns = list(rows[0])
+    with open(output / "comparison.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    text = io.StringIO()
+    text.write("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n")
+    for row in rows:
+        text.write("| " + " | ".join(str(row[c]) for c in columns) + " |\n")
+    (output / "comparison.md").write_text(text.getvalue())
+    return text.getvalue()
+
+
+def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
+    args, passed_on = parse_args(argv)
+    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    curves = run_all(args, passed_on)
+    print(write_outputs(curves, args))
+    print(f"plot: {Path(args.output_dir) / 'comparison.png'}; per-run results in {args.output_dir}/<strategy>_seed<seed>/")
+    return curves
+
+
+if __name__ == "__main__":
+    main()
