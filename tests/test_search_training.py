@@ -1,0 +1,71 @@
+"""A search that really trains: two tiny models through the local executor, the second warm-started from the first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from embeddings.library import Library
+from flexibert import prepare_pretrain_dataset, run_boshnas, save_roberta_tokenizer
+from flexibert.search_journal import Journal, SearchState
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (SHARED / "wikitext-2").is_dir() or not (SHARED / "glue").is_dir(),
+                       reason=f"real WikiText-2 and GLUE not found in {SHARED} (the shared data folder beside the checkout)"),
+]
+SEQ = 64
+# Three close relatives (they differ in one feed-forward width or one op parameter): each can start from another.
+MODELS = [{"l": 2, "o": ["sa", "sa"], "h": [64, 64], "n": [2, 2], "f": [[128], [128]], "p": ["sdp", "sdp"]},
+          {"l": 2, "o": ["sa", "sa"], "h": [64, 64], "n": [2, 2], "f": [[128], [256]], "p": ["sdp", "sdp"]},
+          {"l": 2, "o": ["sa", "sa"], "h": [64, 64], "n": [2, 2], "f": [[256], [128]], "p": ["sdp", "sdp"]}]
+
+
+@pytest.fixture(scope="module")
+def training_inputs(tmp_path_factory) -> dict[str, Path]:
+    work = tmp_path_factory.mktemp("search_training")
+    lines = (SHARED / "wikitext-2" / "wiki.train.tokens").read_text(encoding="utf-8").splitlines(keepends=True)[:1500]
+    corpus = work / "corpus.txt"
+    corpus.write_text("".join(lines), encoding="utf-8")
+    save_roberta_tokenizer.main(["--train_files", str(corpus), "--vocab_size", "1000", "--output_dir", str(work / "tokenizer")])
+    prepare_pretrain_dataset.main(["--text_files", str(corpus), "--tokenizer", str(work / "tokenizer"), "--max_seq_length", str(SEQ),
+                                   "--cache_dir", str(work / "hf_cache"), "--output_dir", str(work / "dataset")])
+    library = Library.from_model_dicts(MODELS)
+    library.build_embeddings(embedding_size=2, num_neighbors=2, seed=0)
+    library.save(work / "library.json")
+    return {"library": work / "library.json", "tokenizer": work / "tokenizer", "dataset": work / "dataset"}
+
+
+def test_a_search_pretrains_fine_tunes_and_warm_starts_from_a_trained_neighbour(training_inputs, tmp_path):
+    run_dir = tmp_path / "run"
+    state = run_boshnas.main([
+        "--dataset_file", str(training_inputs["library"]), "--run_dir", str(run_dir), "--executor", "local", "--poll_interval", "0.5",
+        "--strategy", "random", "--num_init", "1", "--budget", "2", "--task", "rte", "--transfer_threshold", "0.5",
+        "--tokenizer", str(training_inputs["tokenizer"]), "--pretrain_dataset_dir", str(training_inputs["dataset"]),
+        "--glue_dir", str(SHARED / "glue"), "--pretrain_steps", "30", "--transfer_pretrain_steps", "10",
+        "--pretrain_args", f"--max_seq_length {SEQ} --per_device_train_batch_size 8 --warmup_steps 2 --learning_rate 1e-3 "
+                           "--save_steps 10 --logging_steps 10",
+        "--finetune_args", f"--max_train_samples 64 --max_eval_samples 64 --num_train_epochs 1 --max_seq_length {SEQ} "
+                           "--per_device_train_batch_size 16 --learning_rate 1e-3"])
+    first, second = state.finished
+    assert state.candidates[first].neighbor is None and state.candidates[second].neighbor == first
+
+    scratch = json.loads((run_dir / "models" / first / "pretrained" / "results.json").read_text())
+    warm = json.loads((run_dir / "models" / second / "pretrained" / "results.json").read_text())
+    assert scratch["global_step"] == 30 and scratch["init_from"] is None
+    assert warm["global_step"] == 10 and warm["init_from"] == str((run_dir / "models" / first / "pretrained").resolve())
+    assert warm["transferred_fraction"] > 0.5
+
+    for model_hash in state.finished:
+        results = json.loads((run_dir / "models" / model_hash / "results.json").read_text())
+        assert results["source"] == "training" and results["tasks"] == ["rte"]
+        assert 0 <= results["glue_score"] <= 100 and results["glue_score"] == state.candidates[model_hash].score
+        assert results["scores"]["rte"] == results["glue_score"]
+    board = (run_dir / "leaderboard.csv").read_text()
+    assert first in board and second in board
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert history[2].split(",")[5] == first  # the neighbour column of the second evaluation
+    assert SearchState.replay(Journal(run_dir).read()).stopped == "budget"
