@@ -27,6 +27,7 @@ from embeddings.graph import model_hash as compute_model_hash
 from embeddings.library import Library
 from flexibert.io_utils import HelpFormatter, write_json_atomic
 from flexibert.modeling_flexibert import FlexiBERTConfig, FlexiBERTModel
+from flexibert.pretrain_flexibert import RESULTS_FILE as PRETRAIN_RESULTS_FILE
 
 JOB_CONFIG_FILE = "job_config.json"
 RESULTS_FILE = "results.json"
@@ -131,7 +132,7 @@ def collect(run_dir: Path, model_hash: str, neighbor: str | None, config: dict, 
         results.update({SCORE_KEY: score, "source": f"benchmark {config['benchmark_file']} ({config['benchmark_metric']})",
                         "parameters": count_parameters(model_dict)})
     else:
-        pretrain = json.loads((folder / "pretrained" / RESULTS_FILE).read_text())
+        pretrain = json.loads((folder / "pretrained" / PRETRAIN_RESULTS_FILE).read_text())
         glue = json.loads((folder / "glue" / RESULTS_FILE).read_text())
         results.update({SCORE_KEY: glue["glue_score"], "source": "training", "tasks": glue["tasks"], "scores": glue["scores"],
                         "parameters": glue["encoder_parameters"],

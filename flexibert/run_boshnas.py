@@ -47,6 +47,7 @@ from flexibert.search_strategies import (
     RegularizedEvolution,
     SearchContext,
 )
+from flexibert.slurm_executor import add_slurm_arguments
 from flexibert.weight_transfer import model_overlap
 
 EXECUTORS = ("inline", "local", "slurm")
@@ -83,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="where jobs run: in this process, as subprocesses on this machine, or on SLURM")
     run.add_argument("--poll_interval", type=float, default=5.0, help="seconds between status checks of running jobs")
     run.add_argument("--job_threads", type=int, help="CPU threads per local job (default: cores / --max_concurrent)")
+    add_slurm_arguments(parser)
 
     transfer = parser.add_argument_group("knowledge transfer")
     transfer.add_argument("--transfer_threshold", type=float, default=0.8,
@@ -316,9 +318,9 @@ class Controller:
         unavailable = set(self.state.candidates)
         context = SearchContext(self.library, self.state.scores(), unavailable, self.run_dir)
         init_left = self.args.num_init - len(self.state.candidates)
-        if init_left > 0:
+        if init_left > 0 or not context.scores:  # more random models while none has a score (e.g. all failed)
             choices = np.flatnonzero(context.available())
-            picks = rng.choice(choices, size=min(count, init_left, len(choices)), replace=False)
+            picks = rng.choice(choices, size=min(count, max(init_left, 1), len(choices)), replace=False)
             proposals = [(int(i), "init") for i in picks]
         else:
             proposals = self.strategy.propose(context, count, rng, round_index)
@@ -372,7 +374,9 @@ class Controller:
             busy = self.state.in_flight() or self.state.waiting()
             if (left <= 0 or converged) and not busy:
                 return "converged" if converged and left > 0 else "budget"
-            can_propose = (len(self.state.candidates) < self.args.num_init or self.state.finished) and not converged
+            # The strategies need scores: wait for the initial models, unless none is left running (all failed).
+            can_propose = not converged and (len(self.state.candidates) < self.args.num_init or self.state.finished
+                                              or not self.state.in_flight())
             if slots > 0 and left > 0 and can_propose and not self.state.waiting():
                 if self.propose(min(slots, left)):
                     continue

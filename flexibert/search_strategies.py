@@ -228,6 +228,7 @@ class Boshnas:
             self.surrogate.fit(context.embeddings[indices], normalised_losses(scores))
             self.state["fitted_on"] = len(scores)
             if (path := self._checkpoint(round_index)) is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 self.surrogate.save(path)
                 self.state["surrogate_round"] = round_index
 

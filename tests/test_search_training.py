@@ -53,8 +53,8 @@ def test_a_search_pretrains_fine_tunes_and_warm_starts_from_a_trained_neighbour(
     first, second = state.finished
     assert state.candidates[first].neighbor is None and state.candidates[second].neighbor == first
 
-    scratch = json.loads((run_dir / "models" / first / "pretrained" / "results.json").read_text())
-    warm = json.loads((run_dir / "models" / second / "pretrained" / "results.json").read_text())
+    scratch = json.loads((run_dir / "models" / first / "pretrained" / "pretrain_results.json").read_text())
+    warm = json.loads((run_dir / "models" / second / "pretrained" / "pretrain_results.json").read_text())
     assert scratch["global_step"] == 30 and scratch["init_from"] is None
     assert warm["global_step"] == 10 and warm["init_from"] == str((run_dir / "models" / first / "pretrained").resolve())
     assert warm["transferred_fraction"] > 0.5
