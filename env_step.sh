@@ -3,6 +3,7 @@
 #
 #   bash env_step.sh              create/update .venv (quick when nothing changed)
 #   bash env_step.sh test [ARGS]  ... then lint with ruff and run the test suite (pytest ARGS)
+#   bash env_step.sh demo [ARGS]  ... then run the whole pipeline at tiny settings (python -m flexibert.demo ARGS)
 #   source env_step.sh            ... and leave the environment activated in this shell
 #
 # Environment variables:
@@ -49,4 +50,9 @@ if [[ "${1:-}" == "test" ]]; then
   cd "$_here"
   "$_py" -m ruff check .
   exec "$_py" -m pytest "$@"
+fi
+if [[ "${1:-}" == "demo" ]]; then
+  shift
+  cd "$_here"
+  exec "$_py" -m flexibert.demo "$@"
 fi

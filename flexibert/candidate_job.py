@@ -150,7 +150,8 @@ def run_job(run_dir: str | Path, model_hash: str, neighbor: str | None = None, a
     config = read_job_config(run_dir)
     folder = model_dir(run_dir, model_hash)
     started_file = folder / "started.json"
-    if stage in ("all", "pretrain") or not started_file.exists():
+    first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun every process runs this; one start marker per start
+    if first_rank and (stage in ("all", "pretrain") or not started_file.exists()):
         # One marker per start: how often a model was (re)started is visible, and tests count them.
         starts = folder / "starts"
         starts.mkdir(parents=True, exist_ok=True)
