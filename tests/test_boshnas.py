@@ -21,15 +21,8 @@ from flexibert.boshnas.surrogate import Surrogate
 D = 16
 MC = 400_000
 # The spec's contract for AdaHessian is loss.backward(create_graph=True), which torch warns about.
-pytestmark = pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
 def smooth_loss(x: np.ndarray, seed: int = 0) -> np.ndarray:

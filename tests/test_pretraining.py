@@ -31,22 +31,15 @@ from flexibert.training_utils import build_model_from_args
 
 ROOT = Path(__file__).resolve().parents[1]
 WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
-pytestmark = pytest.mark.skipif(not (WIKITEXT / "wiki.train.tokens").is_file(),
-                                reason=f"real WikiText-2 not found at {WIKITEXT} (the shared data folder beside the checkout)")
+pytestmark = [pytest.mark.skipif(not (WIKITEXT / "wiki.train.tokens").is_file(),
+                                 reason=f"real WikiText-2 not found at {WIKITEXT} (the shared data folder beside the checkout)"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 SEQ = 64
 TINY = {"l": 2, "o": ["sa", "sa"], "h": [64, 64], "n": [2, 2], "f": [[128], [128]], "p": ["sdp", "sdp"]}
 # A neighbour of TINY: a wider first feed-forward layer and a third layer.
 NEIGHBOUR = {"l": 3, "o": ["sa", "sa", "sa"], "h": [64, 64, 64], "n": [2, 2, 2], "f": [[256], [128], [128]], "p": ["sdp", "sdp", "sdp"]}
 STEPS = 300
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

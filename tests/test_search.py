@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from embeddings.design_space import load_design_space
 from embeddings.library import Library
@@ -18,14 +17,7 @@ from flexibert.synthetic_benchmark import synthetic_scores
 from flexibert.weight_transfer import model_overlap
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="session")
@@ -232,7 +224,8 @@ def kill_and_resume_until_done(command: list[str], run_dir: Path, rng: np.random
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_and_repeats_nothing(search_files, tmp_path):
     run_dir = tmp_path / "killed"
-    flags = ["--strategy", "random", "--budget", "5", "--num_init", "2", "--seed", "5"]
+    # BOSHNAS: its proposals depend on a warm-started surrogate, which a resumed controller must restore exactly.
+    flags = ["--strategy", "boshnas", "--surrogate_epochs", "50", "--budget", "5", "--num_init", "2", "--seed", "5"]
     command = ["-m", "flexibert.run_boshnas", "--dataset_file", str(search_files["library"]), "--benchmark_file",
                str(search_files["benchmark"]), "--executor", "local", "--poll_interval", "0.2", "--run_dir", str(run_dir), *flags]
     kills = kill_and_resume_until_done(command, run_dir, np.random.default_rng(0), kills=6)
@@ -243,3 +236,53 @@ def test_sigkill_at_random_moments_loses_nothing_and_repeats_nothing(search_file
     assert state.scores() == reference.scores()
     assert set(start_markers(run_dir).values()) == {1}, start_markers(run_dir)  # adopted, never started twice
     assert state.stopped == "budget"
+
+
+@pytest.mark.slow
+def test_boshnas_beats_random_search_on_average_and_the_comparison_is_reported(search_files, tmp_path):
+    from flexibert import compare_strategies
+
+    output = tmp_path / "compare"
+    curves = compare_strategies.main([
+        "--dataset_file", str(search_files["library"]), "--benchmark_file", str(search_files["benchmark"]),
+        "--strategies", "boshnas", "random", "--seeds", "1", "2", "3", "--budget", "20", "--num_init", "6",
+        "--surrogate_epochs", "100", "--output_dir", str(output)])
+    boshnas, random_search = curves["boshnas"][:, -1], curves["random"][:, -1]
+    assert boshnas.mean() > random_search.mean(), (boshnas, random_search)
+    assert curves["boshnas"].shape == (3, 20) and np.all(np.diff(curves["boshnas"], axis=1) >= 0)
+    table = (output / "comparison.md").read_text()
+    assert "| boshnas | 3 |" in table and "best@20" in table
+    assert (output / "comparison.png").stat().st_size > 10_000
+    assert (output / "boshnas_seed2" / "leaderboard.md").is_file()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_search_resumes(search_files, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "flexibert.run_boshnas", "--dataset_file", str(search_files["library"]), "--benchmark_file",
+               str(search_files["benchmark"]), "--executor", "local", "--poll_interval", "0.2", "--run_dir", str(run_dir),
+               "--strategy", "random", "--budget", "3", "--num_init", "2"]
+    environment = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment, cwd=REPO)
+    deadline = time.time() + 120
+    while not ((run_dir / "journal.jsonl").exists() and events(run_dir, "launched")):
+        assert time.time() < deadline, "the controller never launched a job"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "stopping: the journal is up to date" in err and "search stopped (interrupted)" in out
+    cancelled = events(run_dir, "cancelled")
+    assert cancelled and not events(run_dir, "stop")
+    job_id = events(run_dir, "launched")[0]["job_id"]
+    assert not Path(f"/proc/{job_id.split(':')[0]}").exists() or events(run_dir, "finish"), "the local job was left running"
+
+    final = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=REPO, timeout=600)
+    assert final.returncode == 0, final.stderr[-2000:]
+    state = SearchState.replay(Journal(run_dir).read())
+    assert len(state.finished) == 3 and state.stopped == "budget" and not state.failed()

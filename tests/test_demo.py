@@ -1,0 +1,37 @@
+"""The quickstart demo end to end, at an even smaller setting than its defaults (same code path), on offline data."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from embeddings.library import Library
+from flexibert import demo
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
+    argv = ["--output_dir", str(tmp_path / "demo"), "--data", "offline", "--budget", "2", "--num_init", "1",
+            "--pretrain_steps", "10", "--transfer_pretrain_steps", "5", "--train_samples", "64", "--eval_samples", "64",
+            "--finetune_epochs", "1", "--vocab_size", "1000", "--max_seq_length", "32"]
+    result = demo.main(argv)
+    out = tmp_path / "demo"
+    printed = capsys.readouterr().out
+    assert f"output folder: {out}" in printed and "OFFLINE demo data made from Python's pydoc_data" in printed
+    assert "top of the leaderboard" in printed
+
+    search = out / "search"
+    with open(search / "leaderboard.csv", newline="") as handle:
+        board = list(csv.DictReader(handle))
+    assert len(board) == 2 and all(0 <= float(row["score"]) <= 100 and int(row["parameters"]) > 0 for row in board)
+    for plot in ("best_score.png", "score_vs_parameters.png", "library_map.png"):
+        assert (search / "report" / plot).is_file()
+    assert (out / "data" / "DATA.md").is_file() and (out / "tokenizer").is_dir() and (out / "pretrain_dataset").is_dir()
+    finer = Library.load(result["next_library"])
+    assert finer.metadata["hierarchy_level"] == 2 and len(finer) > 0
+
+    again = demo.main(argv)  # resumes: nothing is trained again
+    assert again["state"].finished == result["state"].finished
+    for model in (search / "models").iterdir():
+        assert len(list((model / "starts").iterdir())) == 1
