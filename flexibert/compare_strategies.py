@@ -68,6 +68,8 @@ def run_all(args: argparse.Namespace, passed_on: list[str]) -> dict[str, np.ndar
                 str(args.budget), "--run_dir", str(run_dir), *passed_on]
         with open(run_dir / "controller.log", "a") as log, contextlib.redirect_stdout(log):
             state = run_boshnas.main(argv)
+        if state.stopped is None:  # Ctrl-C or a kill signal reached the search: stop the whole comparison
+            raise SystemExit(f"interrupted in {run_dir}; re-run the same command to resume the comparison")
         scores = [state.candidates[h].score for h in state.finished]
         curves[strategy].append(best_curve(scores, args.budget))
         tqdm.write(f"{strategy} seed {seed}: best {max(scores):.2f} after {len(scores)} models ({run_dir})")

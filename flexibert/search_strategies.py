@@ -33,12 +33,18 @@ class SearchContext:
     scores: dict[str, float]
     unavailable: set[str]
     run_dir: Path | None = None
-    embeddings: np.ndarray = field(init=False)
+    features: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         if self.library.embeddings is None:
             raise ValueError("the library has no embeddings; build it with embeddings/generate_library.py")
-        self.embeddings = np.asarray(self.library.embeddings, dtype=np.float32)
+        embeddings = np.asarray(self.library.embeddings, dtype=np.float32)
+        # Model inputs: the embeddings standardised per dimension. MDS coordinates span hundreds of units in
+        # their first dimensions, which saturates the surrogate's units and misleads GP length scales; on the
+        # synthetic benchmark this raised the surrogate's rank correlation on unseen models (20-40 points)
+        # from -0.3..0.6 to 0.35..0.6.
+        spread = np.maximum(embeddings.std(axis=0), 1e-12)
+        self.features = ((embeddings - embeddings.mean(axis=0)) / spread).astype(np.float32)
 
     def available(self) -> np.ndarray:
         """Boolean mask of library entries that may still be proposed."""
@@ -127,14 +133,14 @@ class GaussianProcessBO:
 
     def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
         indices, scores = context.scored()
-        dims = context.embeddings.shape[1]
+        dims = context.features.shape[1]
         kernel = ConstantKernel(1.0) * Matern(length_scale=np.ones(dims), nu=2.5) + WhiteKernel(1e-2)
         gp = GaussianProcessRegressor(kernel, normalize_y=True, n_restarts_optimizer=2, random_state=self.seed + round_index)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # length scales at their bounds on tiny data sets are expected
-            gp.fit(context.embeddings[indices], scores)
+            gp.fit(context.features[indices], scores)
         candidates = np.flatnonzero(context.available())
-        improvement = np.concatenate([self._expected_improvement(gp, context.embeddings[chunk], scores.max())
+        improvement = np.concatenate([self._expected_improvement(gp, context.features[chunk], scores.max())
                                       for chunk in np.array_split(candidates, max(1, len(candidates) // 8192))])
         order = np.argsort(-improvement, kind="stable")[:count]
         return [(int(candidates[i]), "gp-ei") for i in order]
@@ -219,13 +225,12 @@ class Boshnas:
             self.state["same"] += 1
         self.state["last_best"] = best if last is None else max(best, last)
 
-    def _fit(self, context: SearchContext, round_index: int) -> None:
+    def _fit(self, context: SearchContext, features: np.ndarray, round_index: int) -> None:
         indices, scores = context.scored()
         if self.surrogate is None:
-            self.surrogate = self._surrogate_class(context.embeddings.shape[1], seed=self.settings.seed,
-                                                   max_epochs=self.settings.surrogate_epochs)
+            self.surrogate = self._surrogate_class(features.shape[1], seed=self.settings.seed, max_epochs=self.settings.surrogate_epochs)
         if len(scores) != self.state["fitted_on"]:
-            self.surrogate.fit(context.embeddings[indices], normalised_losses(scores))
+            self.surrogate.fit(features[indices], normalised_losses(scores))
             self.state["fitted_on"] = len(scores)
             if (path := self._checkpoint(round_index)) is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,37 +243,48 @@ class Boshnas:
         mean, epistemic, aleatoric = self.surrogate.predict(x)
         return acquisition(mean, epistemic, aleatoric, self.settings.k1, self.settings.k2, use_aleatoric)
 
-    def _optimize(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[int]:
+    def _optimize(self, context: SearchContext, features: np.ndarray, count: int, rng: np.random.Generator,
+                  round_index: int) -> list[int]:
         from flexibert.boshnas.gobi import gobi, snap_to_library
 
         s = self.settings
         use_aleatoric = self.state["same"] >= s.patience
         indices, scores = context.scored()
         top = indices[np.argsort(-scores, kind="stable")][: s.restarts // 2]
-        random_starts = rng.integers(0, len(context.embeddings), size=s.restarts - len(top))
-        starts = context.embeddings[np.concatenate([top, random_starts])]
-        lower, upper = context.embeddings.min(axis=0), context.embeddings.max(axis=0)
-        points = gobi(self.surrogate, starts, lower, upper, k1=s.k1, k2=s.k2, use_aleatoric=use_aleatoric,
-                      second_order=s.second_order, seed=s.seed * 100_003 + round_index)
+        random_starts = rng.integers(0, len(features), size=s.restarts - len(top))
+        starts = features[np.concatenate([top, random_starts])]
+        points = gobi(self.surrogate, starts, features.min(axis=0), features.max(axis=0), k1=s.k1, k2=s.k2,
+                      use_aleatoric=use_aleatoric, second_order=s.second_order, seed=s.seed * 100_003 + round_index)
         available = context.available()
-        found = list(dict.fromkeys(int(i) for i in snap_to_library(points, context.embeddings, available, metric=s.snap_metric)))
-        found.sort(key=dict(zip(found, self._acquisition(context.embeddings[found], use_aleatoric), strict=True)).__getitem__)
+        found = list(dict.fromkeys(int(i) for i in snap_to_library(points, features, available, metric=s.snap_metric)))
+        found.sort(key=dict(zip(found, self._acquisition(features[found], use_aleatoric), strict=True)).__getitem__)
         if len(found) < count:  # GOBI's restarts collapsed onto few models: fill with the best acquisition values
             rest = np.flatnonzero(available & ~np.isin(np.arange(len(available)), found))
-            values = self._acquisition(context.embeddings[rest], use_aleatoric)
+            values = self._acquisition(features[rest], use_aleatoric)
             found += [int(i) for i in rest[np.argsort(values, kind="stable")][: count - len(found)]]
         return found[:count]
 
     def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the surrogate's networks are tiny: more threads only add overhead (and contention)
+        try:
+            return self._propose(context, count, rng, round_index)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
         s = self.settings
         self._track_progress(max(context.scores.values()))
-        self._fit(context, round_index)
+        features = context.features
+        self._fit(context, features, round_index)
         draw = rng.random()
         if draw < 1 - s.prob_uncertainty - s.prob_random:
-            method, chosen = "optimization", self._optimize(context, count, rng, round_index)
+            method, chosen = "optimization", self._optimize(context, features, count, rng, round_index)
         elif draw < 1 - s.prob_random:
             candidates = np.flatnonzero(context.available())
-            epistemic = self.surrogate.predict(context.embeddings[candidates])[1]
+            epistemic = self.surrogate.predict(features[candidates])[1]
             method, chosen = "uncertainty", [int(i) for i in candidates[np.argsort(-epistemic, kind="stable")][:count]]
         else:
             method, chosen = "random", random_available(context, count, rng)
