@@ -25,7 +25,7 @@ KERNELS = ("GraphEditDistance",)
 def add_embedding_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the dissimilarity, embedding and neighbours, shared with flexibert/hierarchical.py."""
     parser.add_argument("--kernel", default="GraphEditDistance", choices=KERNELS,
-                        help="dissimilarity: the original's edit-cost model, as the cost of the best layer-aligned edit path")
+                        help="dissimilarity: the original's edit-cost model, as the cost of a near-optimal edit path (>= exact GED)")
     parser.add_argument("--algo", default="MDS", choices=EMBEDDING_METHODS,
                         help="MDS: landmark MDS; GD: landmark MDS refined by gradient descent on sampled pairs (no better measured)")
     parser.add_argument("--embedding_size", type=int, default=16, help="embedding dimension")
