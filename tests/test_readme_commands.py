@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# runpy warns when it re-runs an already imported module as __main__; here that is what we want (only --help runs).
+pytestmark = pytest.mark.filterwarnings("ignore:.*found in sys.modules after import of package:RuntimeWarning")
 DOCS = [REPO / "README.md", REPO / "slurm" / "README.md"]
 # Flags a script hands on to another one: compare_strategies passes unknown flags to run_boshnas.
 PASSED_ON = {"flexibert.compare_strategies": "flexibert.run_boshnas"}
