@@ -47,6 +47,7 @@ from flexibert.glue_metrics import compute_metrics, split_score, task_score
 from flexibert.io_utils import HelpFormatter, write_json_atomic
 from flexibert.modeling_flexibert import FlexiBERTForSequenceClassification
 from flexibert.tokenization import load_tokenizer
+from flexibert.training_utils import CheckpointOnSignal
 
 RESULTS_FILE = "results.json"
 TOKENIZATION_FILE = "tokenization.json"  # written by tokenize_glue_datasets.py beside each tokenised task
@@ -284,7 +285,10 @@ def finetune(args: argparse.Namespace) -> dict:
     last = get_last_checkpoint(str(output)) if output.is_dir() else None
     if last:
         print(f"{task.name}: resuming from {last}")
-    train_result = trainer.train(resume_from_checkpoint=last)
+    with CheckpointOnSignal() as stopper:
+        trainer.add_callback(stopper)
+        train_result = trainer.train(resume_from_checkpoint=last)
+    stopper.exit_if_stopped(trainer.state.global_step, output)
 
     evaluated = "best epoch's model (by dev score)" if best else "final model"
     print(f"{task.name}: evaluating the {evaluated} after {trainer.state.global_step} steps on {', '.join(task.validation_splits)}")

@@ -17,8 +17,9 @@ The vocabulary size and pad id come from --tokenizer (the one the dataset was pr
 --init_from the new model starts from the weights of a trained FlexiBERT model (fine-grained weight
 transfer, --transfer_mode RP or OD) instead of at random.
 
-Re-running the same command resumes from the last checkpoint in --output_dir (a requeued SLURM job
-loses at most --save_steps steps); once finished it does nothing. --output_dir then holds the final
+Re-running the same command resumes from the last checkpoint in --output_dir; on SIGTERM (a SLURM
+time limit or requeue) a single-process run first saves a checkpoint after its current step (under
+torchrun it loses at most --save_steps steps); once finished it does nothing. --output_dir then holds the final
 model (safetensors) with its tokenizer, trainer_state.json, the last --save_total_limit checkpoints
 and pretrain_results.json (written atomically): eval_loss and perplexity on the validation split
 (masked with a fixed seed, so comparable across models), steps, wall time, tokens/s, parameter
@@ -41,6 +42,7 @@ from flexibert.prepare_pretrain_dataset import read_preparation
 from flexibert.tokenization import load_tokenizer
 from flexibert.training_utils import (
     BuiltModel,
+    CheckpointOnSignal,
     ConfigurationError,
     add_training_arguments,
     build_model_from_args,
@@ -182,7 +184,10 @@ def pretrain(args: argparse.Namespace) -> dict:
               f"process(es){''.join('; ' + note for note in notes)}", flush=True)
 
     initial_loss = evaluate(trainer, args.seed) if args.eval_before_training else None
-    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    with CheckpointOnSignal() as stopper:
+        trainer.add_callback(stopper)
+        train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    stopper.exit_if_stopped(trainer.state.global_step, output)
     eval_loss = evaluate(trainer, args.seed)
     trainer.save_model()
     trainer.save_state()

@@ -12,12 +12,14 @@ import json
 import math
 import os
 import re
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase, TrainingArguments, set_seed
+from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 import flexibert
@@ -28,7 +30,8 @@ from flexibert.modeling_flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, 
 from flexibert.weight_transfer import TransferReport
 
 __all__ = [  # write_json_atomic lives in io_utils (shared with the GLUE scripts) and is re-exported here
-    "BuiltModel", "ConfigurationError", "add_training_arguments", "build_model_from_args", "check_precision", "checkpoints_in",
+    "BuiltModel", "CheckpointOnSignal", "ConfigurationError", "add_training_arguments", "build_model_from_args", "check_precision",
+    "checkpoints_in",
     "count_parameters", "finite_or_none", "is_flexibert_training_output", "load_flexibert_model", "perplexity", "read_model_dict",
     "resolve_model_dict", "resumable_checkpoint", "training_arguments", "write_json_atomic",
 ]
@@ -277,3 +280,45 @@ def is_flexibert_training_output(path: str | Path) -> bool:
     """Whether a folder looks like the output of one of our training runs (so a re-run may resume or replace it)."""
     path = Path(path)
     return bool(checkpoints_in(path)) or any(path.glob("*_results.json"))
+
+
+class CheckpointOnSignal(TrainerCallback):
+    """On SIGTERM, save a checkpoint after the current optimizer step and stop, so that a resumed run loses (almost) nothing.
+
+    SIGTERM is what SLURM sends at a time limit or pre-emption, what the batch script sends its stage
+    before requeueing, and what the local executor sends on Ctrl-C. Use it as a context manager around
+    ``trainer.train()`` and call :meth:`exit_if_stopped` afterwards: a stopped run must not go on to
+    evaluate and write results as if it had finished. An earlier handler is still called, so the
+    controller of an inline search also learns of the signal. Single-process runs only: under torchrun
+    the ranks could stop at different steps and hang in a collective, so there it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous = None
+        self._active = int(os.environ.get("WORLD_SIZE", "1")) == 1 and threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> CheckpointOnSignal:
+        if self._active:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._active:
+            signal.signal(signal.SIGTERM, self._previous)
+
+    def _handle(self, signum: int, frame) -> None:
+        self.received = signum
+        if callable(self._previous):
+            self._previous(signum, frame)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.received is not None:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def exit_if_stopped(self, step: int, output_dir: str | Path) -> None:
+        if self.received is not None:
+            raise SystemExit(f"stopped by {signal.Signals(self.received).name}: checkpoint saved at step {step:,} in {output_dir}; "
+                             "re-run the same command to resume from it")

@@ -335,3 +335,30 @@ def test_torchrun_data_parallel_matches_gradient_accumulation(tokenizer_dir, dat
     assert distributed["world_size"] == 2 and distributed["global_batch_size"] == single["global_batch_size"] == 16
     assert distributed["eval_loss"] == pytest.approx(single["eval_loss"], abs=0.02)
     assert distributed["train_loss"] == pytest.approx(single["train_loss"], abs=0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_at_once_and_a_rerun_resumes_from_it(tokenizer_dir, dataset_dir, tmp_path):
+    """What SLURM (time limit, pre-emption), the batch script before a requeue and Ctrl-C of a local search send."""
+    import signal
+    import time
+
+    output = tmp_path / "terminated"
+    argv = pretrain_argv(tokenizer_dir, dataset_dir, output, "--save_steps", "1000", "--logging_steps", "1")
+    log = tmp_path / "log.txt"
+    with open(log, "w") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "flexibert.pretrain_flexibert", *argv], cwd=ROOT, stdout=handle,
+                                   stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    while "'loss'" not in log.read_text():  # training has started (a loss is logged every step)
+        assert process.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) != 0  # stopped, not finished
+    assert "stopped by SIGTERM: checkpoint saved at step" in log.read_text()
+    saved = [int(path.name.split("-")[1]) for path in output.glob("checkpoint-*")]
+    assert len(saved) == 1 and 0 < saved[0] < STEPS  # saved at the signal, long before --save_steps 1000
+    assert not (output / "pretrain_results.json").exists()
+
+    resumed = pretrain_flexibert.main(argv)
+    assert resumed["resumed_from_step"] == saved[0] and resumed["global_step"] == STEPS
