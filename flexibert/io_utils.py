@@ -6,8 +6,10 @@ import argparse
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -19,22 +21,33 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return super()._get_help_string(action)
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write JSON so that a reader (or a resumed run) never sees a half-written file: temp file, fsync, ``os.replace``.
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; on success fsync it and ``os.replace`` it onto ``path``.
 
-    NaN and infinity are refused (``allow_nan=False``): they are not JSON and would break other readers.
+    A reader (or a resumed run) never sees a half-written file; on an error the old file stays and the
+    temporary one is removed. The parent folder is created if needed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, allow_nan=False)
-            handle.write("\n")
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically (:func:`atomic_write`).
+
+    NaN and infinity are refused (``allow_nan=False``): they are not JSON and would break other readers.
+    """
+    with atomic_write(path) as handle:
+        json.dump(data, handle, indent=2, allow_nan=False)
+        handle.write("\n")
+    return Path(path)

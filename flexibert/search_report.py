@@ -10,7 +10,6 @@ import copy
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +21,7 @@ from sklearn.decomposition import PCA  # noqa: E402
 
 from embeddings.library import Library  # noqa: E402
 from flexibert.candidate_job import RESULTS_FILE, model_dir  # noqa: E402
+from flexibert.io_utils import atomic_write  # noqa: E402
 from flexibert.search_journal import SearchState  # noqa: E402
 
 HISTORY_COLUMNS = ("index", "model_hash", "score", "method", "round", "neighbor", "wall_s", "attempts")
@@ -30,9 +30,8 @@ SCORED_LIBRARY = "library_scored.json"
 
 
 def _write_text(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
+    with atomic_write(path) as handle:
+        handle.write(text)
 
 
 def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:

@@ -233,7 +233,6 @@ class Boshnas:
             self.surrogate.fit(features[indices], normalised_losses(scores))
             self.state["fitted_on"] = len(scores)
             if (path := self._checkpoint(round_index)) is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
                 self.surrogate.save(path)
                 self.state["surrogate_round"] = round_index
 

@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -52,6 +50,7 @@ import torch
 from torch import nn
 
 from flexibert.boshnas.npn import NPN, aleatoric_loss
+from flexibert.io_utils import atomic_write
 
 _ADAM_LR_SCALE = 4.0
 _NPN_VARIANCE_LR_SCALE = 30.0
@@ -303,16 +302,9 @@ class Surrogate:
         self.fit_count = int(state["fit_count"])
 
     def save(self, path: str | Path) -> None:
-        """Write atomically (temporary file in the same folder, then ``os.replace``), so a crash never leaves half a file."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(self.state_dict(), handle)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        """Write atomically (:func:`flexibert.io_utils.atomic_write`), so a crash never leaves half a file."""
+        with atomic_write(path, "wb") as handle:
+            torch.save(self.state_dict(), handle)
 
     @classmethod
     def load(cls, path: str | Path) -> Surrogate:
