@@ -28,6 +28,7 @@ from embeddings.library import Library
 from flexibert.io_utils import HelpFormatter, write_json_atomic
 from flexibert.modeling_flexibert import FlexiBERTConfig, FlexiBERTModel
 from flexibert.pretrain_flexibert import RESULTS_FILE as PRETRAIN_RESULTS_FILE
+from flexibert.training_utils import count_parameters
 
 JOB_CONFIG_FILE = "job_config.json"
 RESULTS_FILE = "results.json"
@@ -84,11 +85,10 @@ def benchmark_score(path: str | Path, metric: str, model_hash: str) -> float:
     return float(scores[metric])
 
 
-def count_parameters(model_dict: dict, vocab_size: int | None = None) -> int:
+def encoder_parameters(model_dict: dict) -> int:
     """Encoder parameters of a model dict, counted on the meta device (no memory, no time)."""
-    config = FlexiBERTConfig.from_model_dict(model_dict, **({"vocab_size": vocab_size} if vocab_size else {}))
     with torch.device("meta"):
-        return sum(p.numel() for p in FlexiBERTModel(config).parameters())
+        return count_parameters(FlexiBERTModel(FlexiBERTConfig.from_model_dict(model_dict)))
 
 
 def _neighbor_start(run_dir: Path, neighbor: str | None) -> Path | None:
@@ -130,7 +130,7 @@ def collect(run_dir: Path, model_hash: str, neighbor: str | None, config: dict, 
     if config.get("benchmark_file"):
         score = benchmark_score(config["benchmark_file"], config["benchmark_metric"], model_hash)
         results.update({SCORE_KEY: score, "source": f"benchmark {config['benchmark_file']} ({config['benchmark_metric']})",
-                        "parameters": count_parameters(model_dict)})
+                        "parameters": encoder_parameters(model_dict)})
     else:
         pretrain = json.loads((folder / "pretrained" / PRETRAIN_RESULTS_FILE).read_text())
         glue = json.loads((folder / "glue" / RESULTS_FILE).read_text())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
@@ -46,6 +47,7 @@ from flexibert.search_strategies import (
     RandomSearch,
     RegularizedEvolution,
     SearchContext,
+    random_available,
 )
 from flexibert.slurm_executor import add_slurm_arguments
 from flexibert.weight_transfer import model_overlap
@@ -213,8 +215,6 @@ def make_executor(args: argparse.Namespace):
     if args.executor == "inline":
         return InlineExecutor()
     if args.executor == "local":
-        import os
-
         threads = args.job_threads or max(1, (os.cpu_count() or 1) // args.max_concurrent)
         return LocalExecutor(threads=threads, poll_interval=args.poll_interval)
     from flexibert.slurm_executor import SlurmExecutor
@@ -230,7 +230,6 @@ class Controller:
         self.args, self.run_dir, self.journal, self.state = args, run_dir, journal, state
         self.library, self.strategy, self.executor = library, strategy, executor
         self.stop_reason: str | None = None
-        self.started = time.time()
 
     # -- journal helpers ---------------------------------------------------------------------------------------
 
@@ -239,7 +238,8 @@ class Controller:
 
     # -- ingesting results -------------------------------------------------------------------------------------
 
-    def _read_score(self, model_hash: str) -> tuple[float, float | None] | None:
+    def _read_results(self, model_hash: str) -> dict | None:
+        """What the finish event records from the job's results.json; None if there is no valid score."""
         path = model_dir(self.run_dir, model_hash) / RESULTS_FILE
         try:
             results = json.loads(path.read_text())
@@ -248,7 +248,7 @@ class Controller:
         score = results.get(SCORE_KEY)
         if not isinstance(score, (int, float)) or not np.isfinite(score):
             return None
-        return float(score), results.get("wall_time_s")
+        return {"score": float(score), "wall_s": results.get("wall_time_s"), "parameters": results.get("parameters")}
 
     def _attempt_failed(self, candidate: Candidate, reason: str) -> None:
         self.record("attempt_failed", model_hash=candidate.model_hash, reason=reason)
@@ -259,8 +259,8 @@ class Controller:
         else:
             print(f"  {candidate.model_hash[:12]} failed ({tries}): {reason}; will retry", flush=True)
 
-    def ingest(self) -> bool:
-        """Poll every job in flight and journal what ended; True if anything changed."""
+    def ingest(self) -> None:
+        """Poll every job in flight and journal what ended."""
         flying = self.state.in_flight()
         for candidate in flying:
             attempt = candidate.in_flight
@@ -275,9 +275,9 @@ class Controller:
             if status is not None and status.active:
                 continue
             changed = True
-            result = self._read_score(candidate.model_hash)
+            result = self._read_results(candidate.model_hash)
             if result is not None:
-                self.record("finish", model_hash=candidate.model_hash, score=result[0], wall_s=result[1])
+                self.record("finish", model_hash=candidate.model_hash, **result)
                 self._announce_result(candidate)
             elif status is None:
                 self._attempt_failed(candidate, "the job was never launched (the controller stopped first)")
@@ -288,7 +288,6 @@ class Controller:
                 self._attempt_failed(candidate, f"{why} ({detail}){log}")
         if changed:
             write_tables(self.run_dir, self.state, self.library)
-        return changed
 
     def _announce_result(self, candidate: Candidate) -> None:
         best_hash, best = self.state.best()
@@ -315,13 +314,10 @@ class Controller:
         """Journal one round of proposals; False if the library has nothing left to propose."""
         round_index = self.state.rounds
         rng = np.random.default_rng([self.args.seed, round_index])
-        unavailable = set(self.state.candidates)
-        context = SearchContext(self.library, self.state.scores(), unavailable, self.run_dir)
+        context = SearchContext(self.library, self.state.scores(), set(self.state.candidates))
         init_left = self.args.num_init - len(self.state.candidates)
         if init_left > 0 or not context.scores:  # more random models while none has a score (e.g. all failed)
-            choices = np.flatnonzero(context.available())
-            picks = rng.choice(choices, size=min(count, max(init_left, 1), len(choices)), replace=False)
-            proposals = [(int(i), "init") for i in picks]
+            proposals = [(i, "init") for i in random_available(context, min(count, max(init_left, 1)), rng)]
         else:
             proposals = self.strategy.propose(context, count, rng, round_index)
         trained = [h for h in self.state.finished if (model_dir(self.run_dir, h) / "pretrained").is_dir() or self.args.benchmark_file]
@@ -370,7 +366,7 @@ class Controller:
                 slots -= 1
                 self.ingest()  # an inline job has already ended
             left = self.args.budget - len(self.state.candidates)
-            converged = getattr(self.strategy, "converged", False) and len(self.state.finished) >= self.args.num_init
+            converged = self.strategy.converged and len(self.state.finished) >= self.args.num_init
             busy = self.state.in_flight() or self.state.waiting()
             if (left <= 0 or converged) and not busy:
                 return "converged" if converged and left > 0 else "budget"

@@ -112,6 +112,7 @@ class Candidate:
     attempts: list[Attempt] = field(default_factory=list)
     score: float | None = None
     wall_s: float | None = None
+    parameters: int | None = None
     failed_reason: str | None = None
 
     @property
@@ -167,7 +168,7 @@ class SearchState:
             if attempt is not None:
                 attempt.outcome = {"finish": "finished", "attempt_failed": "failed", "cancelled": "cancelled"}[kind]
             if kind == "finish":
-                candidate.score, candidate.wall_s = event["score"], event.get("wall_s")
+                candidate.score, candidate.wall_s, candidate.parameters = event["score"], event.get("wall_s"), event.get("parameters")
                 self.finished.append(candidate.model_hash)
         elif kind == "fail":
             self.candidates[event["model_hash"]].failed_reason = event["reason"]

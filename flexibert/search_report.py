@@ -20,7 +20,6 @@ import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
 from embeddings.library import Library  # noqa: E402
-from flexibert.candidate_job import RESULTS_FILE, model_dir  # noqa: E402
 from flexibert.io_utils import atomic_write  # noqa: E402
 from flexibert.search_journal import SearchState  # noqa: E402
 
@@ -52,17 +51,10 @@ def history_rows(state: SearchState) -> list[dict]:
     return rows
 
 
-def _parameters(run_dir: Path, model_hash: str) -> int | None:
-    try:
-        return json.loads((model_dir(run_dir, model_hash) / RESULTS_FILE).read_text()).get("parameters")
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def leaderboard_rows(run_dir: Path, state: SearchState, library: Library) -> list[dict]:
+def leaderboard_rows(state: SearchState, library: Library) -> list[dict]:
     """Finished models, best first (ties: earlier finished first)."""
     ranked = sorted(state.finished, key=lambda h: -state.candidates[h].score)
-    return [{"rank": rank, "model_hash": h, "score": state.candidates[h].score, "parameters": _parameters(run_dir, h),
+    return [{"rank": rank, "model_hash": h, "score": state.candidates[h].score, "parameters": state.candidates[h].parameters,
              "method": state.candidates[h].method, "neighbor": state.candidates[h].neighbor or "",
              "model_dict": json.dumps(library.model_dict(h), separators=(",", ":"))} for rank, h in enumerate(ranked, 1)]
 
@@ -81,7 +73,7 @@ def _markdown(rows: list[dict], failed: int) -> str:
 def write_tables(run_dir: Path, state: SearchState, library: Library) -> None:
     """history.csv, leaderboard.csv and leaderboard.md (cheap: after every result)."""
     _write_text(run_dir / "history.csv", _csv(history_rows(state), HISTORY_COLUMNS))
-    rows = leaderboard_rows(run_dir, state, library)
+    rows = leaderboard_rows(state, library)
     _write_text(run_dir / "leaderboard.csv", _csv(rows, LEADERBOARD_COLUMNS))
     _write_text(run_dir / "leaderboard.md", _markdown(rows, len(state.failed())))
 
@@ -101,7 +93,7 @@ def write_plots(run_dir: Path, state: SearchState, library: Library) -> list[Pat
     """report/best_score.png, report/score_vs_parameters.png, report/library_map.png."""
     report = run_dir / "report"
     report.mkdir(exist_ok=True)
-    rows = leaderboard_rows(run_dir, state, library)
+    rows = leaderboard_rows(state, library)
     scores = np.array([state.candidates[h].score for h in state.finished])
     paths = []
 

@@ -32,8 +32,8 @@ class SearchContext:
     library: Library
     scores: dict[str, float]
     unavailable: set[str]
-    run_dir: Path | None = None
     features: np.ndarray = field(init=False)
+    available: np.ndarray = field(init=False)  # boolean mask of the library entries that may still be proposed
 
     def __post_init__(self) -> None:
         if self.library.embeddings is None:
@@ -45,12 +45,8 @@ class SearchContext:
         # from -0.3..0.6 to 0.35..0.6.
         spread = np.maximum(embeddings.std(axis=0), 1e-12)
         self.features = ((embeddings - embeddings.mean(axis=0)) / spread).astype(np.float32)
-
-    def available(self) -> np.ndarray:
-        """Boolean mask of library entries that may still be proposed."""
-        mask = np.ones(len(self.library), dtype=bool)
-        mask[[self.library.index(h) for h in self.unavailable if h in self.library]] = False
-        return mask
+        self.available = np.ones(len(self.library), dtype=bool)
+        self.available[[self.library.index(h) for h in self.unavailable if h in self.library]] = False
 
     def scored(self) -> tuple[np.ndarray, np.ndarray]:
         """Library indices and scores of the finished models."""
@@ -59,37 +55,44 @@ class SearchContext:
 
 
 def random_available(context: SearchContext, count: int, rng: np.random.Generator) -> list[int]:
-    candidates = np.flatnonzero(context.available())
+    candidates = np.flatnonzero(context.available)
     return [int(i) for i in rng.choice(candidates, size=min(count, len(candidates)), replace=False)]
 
 
-class RandomSearch:
-    """Uniformly random untried models: the baseline every other strategy must beat."""
+class StatelessStrategy:
+    """A strategy whose proposals follow from the scores alone (which the journal holds): nothing to save or restore."""
 
-    name = "random"
     converged = False
-
-    def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
-        return [(i, "random") for i in random_available(context, count, rng)]
 
     def state_dict(self) -> dict:
         return {}
 
     def load_state_dict(self, state: dict) -> None:
-        """Stateless."""
+        """Nothing to restore."""
 
 
-class RegularizedEvolution:
-    """Real et al. (2019): tournament selection in an ageing population; a mutation is a random untried library neighbour."""
+class RandomSearch(StatelessStrategy):
+    """Uniformly random untried models: the baseline every other strategy must beat."""
+
+    name = "random"
+
+    def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
+        return [(i, "random") for i in random_available(context, count, rng)]
+
+
+class RegularizedEvolution(StatelessStrategy):
+    """Real et al. (2019): tournament selection in an ageing population; a mutation is a random untried library neighbour.
+
+    The population is the youngest finished models, which the journal holds.
+    """
 
     name = "evolution"
-    converged = False
 
     def __init__(self, population_size: int = 10, tournament_size: int = 3, mutation_neighbors: int = 10):
         self.population_size, self.tournament_size, self.mutation_neighbors = population_size, tournament_size, mutation_neighbors
 
     def _mutate(self, context: SearchContext, parent: str, taken: set[int], rng: np.random.Generator) -> int | None:
-        available = context.available()
+        available = context.available
         neighbors = [context.library.index(h) for h in context.library.neighbors_of(parent) if h in context.library]
         for pool in (neighbors[: self.mutation_neighbors], neighbors):
             options = [i for i in pool if available[i] and i not in taken]
@@ -115,18 +118,11 @@ class RegularizedEvolution:
             taken.add(child)
         return chosen
 
-    def state_dict(self) -> dict:
-        return {}
 
-    def load_state_dict(self, state: dict) -> None:
-        """Stateless: the population is the last finished models, which the journal holds."""
-
-
-class GaussianProcessBO:
-    """GP regression (Matern 5/2 + noise) on the embeddings, expected improvement over every untried library entry."""
+class GaussianProcessBO(StatelessStrategy):
+    """GP regression (Matern 5/2 + noise) on the embeddings, refit every round; expected improvement over every untried entry."""
 
     name = "gp"
-    converged = False
 
     def __init__(self, xi: float = 0.01, seed: int = 0):
         self.xi, self.seed = xi, seed
@@ -139,7 +135,7 @@ class GaussianProcessBO:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # length scales at their bounds on tiny data sets are expected
             gp.fit(context.features[indices], scores)
-        candidates = np.flatnonzero(context.available())
+        candidates = np.flatnonzero(context.available)
         improvement = np.concatenate([self._expected_improvement(gp, context.features[chunk], scores.max())
                                       for chunk in np.array_split(candidates, max(1, len(candidates) // 8192))])
         order = np.argsort(-improvement, kind="stable")[:count]
@@ -150,12 +146,6 @@ class GaussianProcessBO:
         std = np.maximum(std, 1e-9)
         z = (mean - best - self.xi) / std
         return (mean - best - self.xi) * norm.cdf(z) + std * norm.pdf(z)
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Stateless: the GP is refit on all scores every round."""
 
 
 @dataclass
@@ -225,7 +215,8 @@ class Boshnas:
             self.state["same"] += 1
         self.state["last_best"] = best if last is None else max(best, last)
 
-    def _fit(self, context: SearchContext, features: np.ndarray, round_index: int) -> None:
+    def _fit(self, context: SearchContext, round_index: int) -> None:
+        features = context.features
         indices, scores = context.scored()
         if self.surrogate is None:
             self.surrogate = self._surrogate_class(features.shape[1], seed=self.settings.seed, max_epochs=self.settings.surrogate_epochs)
@@ -242,11 +233,10 @@ class Boshnas:
         mean, epistemic, aleatoric = self.surrogate.predict(x)
         return acquisition(mean, epistemic, aleatoric, self.settings.k1, self.settings.k2, use_aleatoric)
 
-    def _optimize(self, context: SearchContext, features: np.ndarray, count: int, rng: np.random.Generator,
-                  round_index: int) -> list[int]:
+    def _optimize(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[int]:
         from flexibert.boshnas.gobi import gobi, snap_to_library
 
-        s = self.settings
+        s, features = self.settings, context.features
         use_aleatoric = self.state["same"] >= s.patience
         indices, scores = context.scored()
         top = indices[np.argsort(-scores, kind="stable")][: s.restarts // 2]
@@ -254,7 +244,7 @@ class Boshnas:
         starts = features[np.concatenate([top, random_starts])]
         points = gobi(self.surrogate, starts, features.min(axis=0), features.max(axis=0), k1=s.k1, k2=s.k2,
                       use_aleatoric=use_aleatoric, second_order=s.second_order, seed=s.seed * 100_003 + round_index)
-        available = context.available()
+        available = context.available
         found = list(dict.fromkeys(int(i) for i in snap_to_library(points, features, available, metric=s.snap_metric)))
         found.sort(key=dict(zip(found, self._acquisition(features[found], use_aleatoric), strict=True)).__getitem__)
         if len(found) < count:  # GOBI's restarts collapsed onto few models: fill with the best acquisition values
@@ -276,14 +266,13 @@ class Boshnas:
     def _propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
         s = self.settings
         self._track_progress(max(context.scores.values()))
-        features = context.features
-        self._fit(context, features, round_index)
+        self._fit(context, round_index)
         draw = rng.random()
         if draw < 1 - s.prob_uncertainty - s.prob_random:
-            method, chosen = "optimization", self._optimize(context, features, count, rng, round_index)
+            method, chosen = "optimization", self._optimize(context, count, rng, round_index)
         elif draw < 1 - s.prob_random:
-            candidates = np.flatnonzero(context.available())
-            epistemic = self.surrogate.predict(features[candidates])[1]
+            candidates = np.flatnonzero(context.available)
+            epistemic = self.surrogate.predict(context.features[candidates])[1]
             method, chosen = "uncertainty", [int(i) for i in candidates[np.argsort(-epistemic, kind="stable")][:count]]
         else:
             method, chosen = "random", random_available(context, count, rng)
