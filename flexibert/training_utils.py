@@ -286,17 +286,19 @@ class CheckpointOnSignal(TrainerCallback):
     """On SIGTERM, save a checkpoint after the current optimizer step and stop, so that a resumed run loses (almost) nothing.
 
     SIGTERM is what SLURM sends at a time limit or pre-emption, what the batch script sends its stage
-    before requeueing, and what the local executor sends on Ctrl-C. Use it as a context manager around
-    ``trainer.train()`` and call :meth:`exit_if_stopped` afterwards: a stopped run must not go on to
-    evaluate and write results as if it had finished. An earlier handler is still called, so the
-    controller of an inline search also learns of the signal. Single-process runs only: under torchrun
-    the ranks could stop at different steps and hang in a collective, so there it does nothing.
+    before requeueing, what torchrun forwards to its workers, and what the local executor sends on Ctrl-C.
+    Use it as a context manager around ``trainer.train()`` and call :meth:`exit_if_stopped` afterwards: a
+    stopped run must not go on to evaluate and write results as if it had finished. An earlier handler is
+    still called, so the controller of an inline search also learns of the signal. Under torchrun the ranks
+    agree after every step (one all-reduce of a flag): the signal reaches them at different steps, and a rank
+    that saved alone would hang in the others' next collective.
     """
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.stopped = False
         self._previous = None
-        self._active = int(os.environ.get("WORLD_SIZE", "1")) == 1 and threading.current_thread() is threading.main_thread()
+        self._active = threading.current_thread() is threading.main_thread()
 
     def __enter__(self) -> CheckpointOnSignal:
         if self._active:
@@ -312,13 +314,24 @@ class CheckpointOnSignal(TrainerCallback):
         if callable(self._previous):
             self._previous(signum, frame)
 
+    def _any_rank_received(self, device: torch.device) -> bool:
+        received = self.received is not None
+        distributed = torch.distributed
+        if not (distributed.is_available() and distributed.is_initialized()) or distributed.get_world_size() == 1:
+            return received
+        flag = torch.tensor([int(received)], device=device)
+        distributed.all_reduce(flag, op=distributed.ReduceOp.MAX)
+        return bool(flag.item())
+
     def on_step_end(self, args, state, control, **kwargs):
-        if self.received is not None:
+        if self._any_rank_received(args.device):
+            self.stopped = True
             control.should_save = True
             control.should_training_stop = True
         return control
 
     def exit_if_stopped(self, step: int, output_dir: str | Path) -> None:
-        if self.received is not None:
-            raise SystemExit(f"stopped by {signal.Signals(self.received).name}: checkpoint saved at step {step:,} in {output_dir}; "
+        if self.stopped:
+            cause = signal.Signals(self.received).name if self.received is not None else "SIGTERM to another process of the run"
+            raise SystemExit(f"stopped by {cause}: checkpoint saved at step {step:,} in {output_dir}; "
                              "re-run the same command to resume from it")

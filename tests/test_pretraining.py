@@ -362,3 +362,38 @@ def test_sigterm_saves_a_checkpoint_at_once_and_a_rerun_resumes_from_it(tokenize
 
     resumed = pretrain_flexibert.main(argv)
     assert resumed["resumed_from_step"] == saved[0] and resumed["global_step"] == STEPS
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_torchrun_worker_stops_every_rank_at_one_checkpoint(tokenizer_dir, dataset_dir, tmp_path):
+    """Ranks that stopped at different steps would hang in each other's collectives: they must agree on the step."""
+    import signal
+    import time
+
+    output = tmp_path / "terminated"
+    argv = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "flexibert/pretrain_flexibert.py",
+            *pretrain_argv(tokenizer_dir, dataset_dir, output, "--per_device_train_batch_size", "8", "--save_steps", "1000",
+                           "--logging_steps", "1")]
+    log = tmp_path / "log.txt"
+    with open(log, "w") as handle:
+        agent = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    while "'loss'" not in log.read_text():
+        assert agent.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    workers = Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
+    assert len(workers) == 2
+    os.kill(int(workers[-1]), signal.SIGTERM)  # one rank only; the other never sees a signal
+    assert agent.wait(timeout=120) != 0
+    text = log.read_text()
+    assert "stopped by SIGTERM: checkpoint saved at step" in text
+    assert "stopped by SIGTERM to another process of the run: checkpoint saved at step" in text
+    saved = [int(path.name.split("-")[1]) for path in output.glob("checkpoint-*")]
+    assert len(saved) == 1 and 0 < saved[0] < STEPS
+    assert text.count(f"checkpoint saved at step {saved[0]:,}") == 2  # both ranks, same step
+
+    resumed = run_script(*argv)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = json.loads((output / "pretrain_results.json").read_text())
+    assert results["resumed_from_step"] == saved[0] and results["global_step"] == STEPS and results["world_size"] == 2
