@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from flexibert.modeling_flexibert import OP_PARAMS
+from embeddings.model_dict import OP_PARAMS
 
 GLUE_TASK_NAMES = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI-mm", "QNLI", "RTE", "WNLI"]
 LIST_KEYS = ("encoder_layers", "hidden_size", "num_heads", "operation_types", "number_of_feed-forward_stacks", "feed-forward_hidden")

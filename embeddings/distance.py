@@ -57,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embeddings.graph import head_labels
-from flexibert.modeling_flexibert import OP_PARAMS
+from embeddings.model_dict import OP_PARAMS
 
 EDGE_COST = 0.1
 DECIMALS = 9

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from flexibert.modeling_flexibert import parse_model_dict
+from embeddings.model_dict import parse_model_dict
 
 WL_ROUNDS = 5
 

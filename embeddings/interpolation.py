@@ -20,7 +20,7 @@ import random
 from collections.abc import Iterable, Sequence
 
 from embeddings.graph import model_hash
-from flexibert.modeling_flexibert import parse_model_dict
+from embeddings.model_dict import parse_model_dict
 
 # One layer of a standard model dict: (n, h, o, p, FF widths).
 Layer = tuple[int, int, str, object, tuple[int, ...]]

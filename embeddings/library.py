@@ -22,8 +22,8 @@ from embeddings.design_space import DesignSpace
 from embeddings.distance import Dissimilarity, label_ranks
 from embeddings.embedding import embed, fidelity
 from embeddings.graph import model_graph, model_hash
+from embeddings.model_dict import parse_model_dict
 from embeddings.neighbors import find_neighbors
-from flexibert.modeling_flexibert import parse_model_dict
 
 FORMAT_VERSION = 1
 COLUMNS = ("dataset", "design_space", "ops_list", "num_neighbors", "model_dicts", "hashes", "embeddings", "neighbors", "performances")

@@ -18,8 +18,8 @@ import math
 import numpy as np
 
 from embeddings.library import Library
+from embeddings.model_dict import parse_model_dict
 from flexibert.io_utils import HelpFormatter, write_json_atomic
-from flexibert.modeling_flexibert import parse_model_dict
 
 OP_VALUE = {"sa": 1.0, "c": 0.6, "l": 0.3}
 PARAM_VALUE = {"sdp": 0.2, "wma": 0.0, "dft": 0.1, "dct": 0.0, 5: 0.0, 9: 0.1, 13: 0.15}

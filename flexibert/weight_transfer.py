@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from flexibert.modeling_flexibert import FlexiBERTConfig, LayerSpec
+from embeddings.model_dict import LayerSpec
+from flexibert.modeling_flexibert import FlexiBERTConfig
 
 
 @dataclass(frozen=True)
