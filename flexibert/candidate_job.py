@@ -28,7 +28,7 @@ from embeddings.library import Library
 from flexibert.io_utils import HelpFormatter, write_json_atomic
 from flexibert.modeling_flexibert import FlexiBERTConfig, FlexiBERTModel
 from flexibert.pretrain_flexibert import RESULTS_FILE as PRETRAIN_RESULTS_FILE
-from flexibert.training_utils import count_parameters
+from flexibert.training_utils import close_distributed, count_parameters
 
 JOB_CONFIG_FILE = "job_config.json"
 RESULTS_FILE = "results.json"
@@ -137,7 +137,7 @@ def collect(run_dir: Path, model_hash: str, neighbor: str | None, config: dict, 
         results.update({SCORE_KEY: glue["glue_score"], "source": "training", "tasks": glue["tasks"], "scores": glue["scores"],
                         "parameters": glue["encoder_parameters"],
                         "pretrain": {k: pretrain.get(k) for k in ("eval_loss", "perplexity", "global_step", "init_from",
-                                                                  "transferred_fraction", "wall_time_s")},
+                                                                  "transferred_fraction", "world_size", "wall_time_s")},
                         "finetune_wall_time_s": glue["wall_time_s"]})
     results["wall_time_s"] = round(time.time() - started, 3)
     write_json_atomic(folder / RESULTS_FILE, results)
@@ -158,14 +158,14 @@ def run_job(run_dir: str | Path, model_hash: str, neighbor: str | None = None, a
         (starts / f"attempt{attempt}-{stage}-pid{os.getpid()}-{time.time_ns()}").touch()
         if not started_file.exists():
             write_json_atomic(started_file, {"time": time.time()})
-    started = json.loads(started_file.read_text())["time"]
     training = not config.get("benchmark_file")
     if training and stage in ("all", "pretrain"):
         run_pretrain(run_dir, model_hash, neighbor, config)
     if training and stage in ("all", "finetune"):
         run_finetune(run_dir, model_hash, config)
     if stage in ("all", "collect"):
-        return collect(run_dir, model_hash, neighbor, config, started)
+        # Only here: under torchrun the other ranks would race the first rank's write of started.json.
+        return collect(run_dir, model_hash, neighbor, config, json.loads(started_file.read_text())["time"])
     return None
 
 
@@ -190,3 +190,4 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 if __name__ == "__main__":
     main()
+    close_distributed()

@@ -47,7 +47,7 @@ from flexibert.glue_metrics import compute_metrics, split_score, task_score
 from flexibert.io_utils import HelpFormatter, write_json_atomic
 from flexibert.modeling_flexibert import FlexiBERTForSequenceClassification
 from flexibert.tokenization import load_tokenizer
-from flexibert.training_utils import CheckpointOnSignal
+from flexibert.training_utils import CheckpointOnSignal, close_distributed, cpu_torchrun
 
 RESULTS_FILE = "results.json"
 TOKENIZATION_FILE = "tokenization.json"  # written by tokenize_glue_datasets.py beside each tokenised task
@@ -153,7 +153,7 @@ def _load_model(path: str, task: GlueTask) -> FlexiBERTForSequenceClassification
                         "weights; give a folder saved from a FlexiBERT model")
     new = sorted({key.split(".")[1] if key.startswith("bert.") else key.split(".")[0] for key in fresh})
     dropped = sorted({"the MLM head" if key.startswith("cls.") else key.split(".")[0] for key in info["unexpected_keys"]})
-    print(f"{task.name}: loaded the encoder from {path}; new: {', '.join(new) or 'nothing'}"
+    log(f"{task.name}: loaded the encoder from {path}; new: {', '.join(new) or 'nothing'}"
           + (f"; dropped: {', '.join(dropped)}" if dropped else ""))
     return model
 
@@ -196,7 +196,7 @@ def _load_tokenized(dataset_dir: str, task: GlueTask, tokenizer: PreTrainedToken
             raise GlueError(f"{folder}: expected split {split!r} with columns {', '.join(TOKENIZED_COLUMNS)}; "
                             "re-run tokenize_glue_datasets.py")
     if meta["max_seq_length"] != max_length:
-        print(f"note: {folder} was tokenised with max_seq_length {meta['max_seq_length']}; --max_seq_length {max_length} "
+        log(f"note: {folder} was tokenised with max_seq_length {meta['max_seq_length']}; --max_seq_length {max_length} "
               "does not apply to it")
     return data, meta["max_seq_length"]
 
@@ -208,6 +208,12 @@ def _finite(value: float | None) -> float | None:
 def is_main_process() -> bool:
     """Whether this process writes files: always without a launcher, rank 0 under torchrun (DDP)."""
     return os.environ.get("RANK", "0") == "0"
+
+
+def log(message: str) -> None:
+    """Print once: on the process that writes files, not on every rank under torchrun."""
+    if is_main_process():
+        print(message)
 
 
 def _clear_checkpoints(output: Path) -> None:
@@ -227,7 +233,7 @@ def finetune(args: argparse.Namespace) -> dict:
             results_path.unlink(missing_ok=True)
             _clear_checkpoints(output)
     elif results_path.is_file():
-        print(f"{task.name}: already finished, keeping {results_path} (pass --overwrite_output_dir to redo it)")
+        log(f"{task.name}: already finished, keeping {results_path} (pass --overwrite_output_dir to redo it)")
         return json.loads(results_path.read_text())
     set_seed(args.seed)
     model = _load_model(args.model_name_or_path, task)
@@ -265,6 +271,7 @@ def finetune(args: argparse.Namespace) -> dict:
         greater_is_better=True,
         dataloader_num_workers=args.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=cpu_torchrun(),
         report_to="none",
     )
 
@@ -284,14 +291,14 @@ def finetune(args: argparse.Namespace) -> dict:
     )
     last = get_last_checkpoint(str(output)) if output.is_dir() else None
     if last:
-        print(f"{task.name}: resuming from {last}")
+        log(f"{task.name}: resuming from {last}")
     with CheckpointOnSignal() as stopper:
         trainer.add_callback(stopper)
         train_result = trainer.train(resume_from_checkpoint=last)
     stopper.exit_if_stopped(trainer.state.global_step, output)
 
     evaluated = "best epoch's model (by dev score)" if best else "final model"
-    print(f"{task.name}: evaluating the {evaluated} after {trainer.state.global_step} steps on {', '.join(task.validation_splits)}")
+    log(f"{task.name}: evaluating the {evaluated} after {trainer.state.global_step} steps on {', '.join(task.validation_splits)}")
     metrics = {}
     for split in task.validation_splits:
         raw = trainer.evaluate(eval_dataset=data[split], metric_key_prefix="eval")
@@ -337,3 +344,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    close_distributed()

@@ -26,6 +26,7 @@ from flexibert.finetune_flexibert import HYPERPARAMETERS, RESULTS_FILE, add_comm
 from flexibert.glue_data import GlueError, get_task
 from flexibert.glue_metrics import DEFAULT_TASKS, glue_score
 from flexibert.io_utils import HelpFormatter, write_json_atomic
+from flexibert.training_utils import close_distributed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,8 +44,9 @@ def score_model(args: argparse.Namespace) -> dict:
     tasks = list(dict.fromkeys(get_task(name).name for name in args.tasks))
     output = Path(args.output_dir)
     per_task = {}
-    for name in tqdm(tasks, desc="GLUE tasks", unit="task"):
-        tqdm.write(f"=== {name} ===")
+    for name in tqdm(tasks, desc="GLUE tasks", unit="task", disable=not is_main_process()):
+        if is_main_process():
+            tqdm.write(f"=== {name} ===")
         per_task[name] = finetune(argparse.Namespace(**{**vars(args), "task_name": name, "output_dir": str(output / name)}))
     scores = {name: result["score"] for name, result in per_task.items()}
     results = {
@@ -75,3 +77,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    close_distributed()

@@ -47,6 +47,7 @@ from flexibert.training_utils import (
     add_training_arguments,
     build_model_from_args,
     checkpoints_in,
+    close_distributed,
     count_parameters,
     finite_or_none,
     is_flexibert_training_output,
@@ -242,3 +243,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    close_distributed()

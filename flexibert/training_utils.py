@@ -31,7 +31,7 @@ from flexibert.weight_transfer import TransferReport
 
 __all__ = [  # write_json_atomic lives in io_utils (shared with the GLUE scripts) and is re-exported here
     "BuiltModel", "CheckpointOnSignal", "ConfigurationError", "add_training_arguments", "build_model_from_args", "check_precision",
-    "checkpoints_in",
+    "checkpoints_in", "close_distributed", "cpu_torchrun",
     "count_parameters", "finite_or_none", "is_flexibert_training_output", "load_flexibert_model", "perplexity", "read_model_dict",
     "resolve_model_dict", "resumable_checkpoint", "training_arguments", "write_json_atomic",
 ]
@@ -229,6 +229,27 @@ def check_precision(bf16: bool, fp16: bool) -> None:
         raise ConfigurationError("--bf16 needs an Ampere or newer GPU; use --fp16 on this one")
 
 
+def cpu_torchrun() -> bool:
+    """torchrun on a machine without GPUs: DDP over CPU processes (gloo), which accelerate only sets up for ``use_cpu``.
+
+    Without it every process trains the whole data set on its own.
+    """
+    return not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def close_distributed() -> None:
+    """At the end of a torchrun process: wait for every rank, then tear the process group down.
+
+    Left to interpreter exit, a rank that finishes first can abort in the process group's destructor
+    ("terminate called without an active exception"), and torchrun then reports the whole run as failed.
+    Call it only where the process ends: accelerate keeps its state, so no training may follow in the process.
+    """
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized():
+        distributed.barrier()
+        distributed.destroy_process_group()
+
+
 def training_arguments(args: argparse.Namespace, **overrides: Any) -> TrainingArguments:
     """``TrainingArguments`` from the flags of :func:`add_training_arguments` (plus ``output_dir`` and the length flag).
 
@@ -248,8 +269,7 @@ def training_arguments(args: argparse.Namespace, **overrides: Any) -> TrainingAr
         eval_strategy="steps" if getattr(args, "eval_steps", 0) else "no",
         eval_steps=getattr(args, "eval_steps", 0) or None,
         dataloader_pin_memory=torch.cuda.is_available(),
-        # torchrun on a machine without GPUs: DDP over CPU processes (gloo), which accelerate only sets up for use_cpu.
-        use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+        use_cpu=cpu_torchrun(),
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -419,3 +420,25 @@ def test_glue_score_combines_tasks_and_resumes(tiny_model, tmp_path, capsys):
     assert {task: (tmp_path / task / "results.json").stat().st_mtime_ns for task in ("mrpc", "rte")} == stamps
     out = capsys.readouterr().out
     assert "mrpc: already finished" in out and "rte: already finished" in out
+
+
+@needs_glue
+@pytest.mark.slow
+def test_glue_score_under_torchrun_is_data_parallel_and_reports_once(tiny_model, tmp_path):
+    """Two CPU processes (DDP over gloo): half the optimizer steps of one process, one results file, one report, exit 0."""
+    def glue_score_argv(output: Path) -> list[str]:
+        return ["--model_name_or_path", str(tiny_model), "--tasks", "sst2", "--glue_dir", str(GLUE_DIR), "--output_dir", str(output),
+                "--max_train_samples", "256", "--max_eval_samples", "64", "--num_train_epochs", "1",
+                "--per_device_train_batch_size", "16", "--max_seq_length", "64"]
+
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "flexibert/glue_score.py",
+                          *glue_score_argv(tmp_path / "ddp")], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "terminate called" not in ddp.stderr
+    assert ddp.stdout.count("sst2: evaluating the final model after 8 steps") == 1  # 256 / (16 x 2 processes)
+    assert ddp.stdout.count("GLUE score ") == 1
+    distributed = json.loads((tmp_path / "ddp" / "sst2" / "results.json").read_text())
+    single = glue_score.main(glue_score_argv(tmp_path / "single"))["metrics"]["sst2"]
+    assert distributed["global_step"] == 8 and json.loads((tmp_path / "single" / "sst2" / "results.json").read_text())["global_step"] == 16
+    assert distributed["metrics"]["validation"]["samples"] == single["validation"]["samples"] == 64  # every example evaluated once

@@ -8,6 +8,7 @@ and fine-tunes one tiny model on real WikiText-2 and SST-2 through SLURM.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -456,7 +457,11 @@ def training_files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-def test_a_model_pretrained_and_fine_tuned_through_slurm_reaches_the_leaderboard(training_files, slurm_env, tmp_path, monkeypatch):
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "torchrun-2-cpu-processes"])
+def test_a_model_pretrained_and_fine_tuned_through_slurm_reaches_the_leaderboard(training_files, slurm_env, tmp_path, monkeypatch,
+                                                                                  processes):
+    """With FLEXIBERT_GPUS=2 the batch script runs each training stage under torchrun (here 2 CPU processes, gloo),
+    as it does on a node with 2 GPUs."""
     monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
     run_dir = tmp_path / "run"
     state = run_boshnas.main([
@@ -468,11 +473,14 @@ def test_a_model_pretrained_and_fine_tuned_through_slurm_reaches_the_leaderboard
         "--finetune_args", "--max_train_samples 200 --max_eval_samples 100 --num_train_epochs 1 --max_seq_length 64 "
         "--per_device_train_batch_size 16",
         "--executor", "slurm", "--poll_interval", "1", "--slurm_gpus_per_node", "0", "--slurm_time", "00:10:00",
-        "--slurm_setup", "export OMP_NUM_THREADS=1"])
+        "--slurm_setup", f"export OMP_NUM_THREADS=1 FLEXIBERT_GPUS={processes}"])
     assert len(state.finished) == 1, [log.read_text()[-3000:] for log in (run_dir / "models").glob("*/job-*.log")]
     model_hash = state.finished[0]
     results = json.loads((run_dir / "models" / model_hash / "results.json").read_text())
     assert results["source"] == "training" and results["pretrain"]["global_step"] == 20
+    assert results["pretrain"]["world_size"] == processes
+    sst2 = json.loads((run_dir / "models" / model_hash / "glue" / "sst2" / "results.json").read_text())
+    assert sst2["global_step"] == math.ceil(200 / (16 * processes))  # fine-tuning is data-parallel too
     assert 0 <= results["glue_score"] <= 100 and results["glue_score"] == state.candidates[model_hash].score
     assert f"{model_hash[:12]}" in (run_dir / "leaderboard.md").read_text()
     launched = events(run_dir, "launched")[0]["job_id"]
