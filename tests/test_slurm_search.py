@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -182,12 +184,21 @@ def test_an_unreachable_slurm_keeps_the_last_known_states(monkeypatch, capsys):
 
 
 def fake_tools(tmp_path: Path) -> dict[str, str]:
-    """A fake Python and scontrol that record their calls; the Python becomes ``sleep FAKE_SLEEP`` or exits FAKE_EXIT."""
+    """A fake Python and scontrol that record their calls.
+
+    The Python sleeps FAKE_SLEEP seconds (on SIGTERM it takes 1 s to "save", records it and exits 143), then exits
+    FAKE_EXIT. Like SLURM, ``scontrol requeue`` sends SIGTERM to the running stage.
+    """
     tools = tmp_path / "bin"
     tools.mkdir()
-    (tools / "python").write_text('#!/bin/bash\necho "python $*" >> "$CALLS"\n[ "${FAKE_SLEEP:-0}" = 0 ] || exec sleep "$FAKE_SLEEP"\n'
-                                  'exit "${FAKE_EXIT:-0}"\n')
-    (tools / "scontrol").write_text('#!/bin/bash\necho "scontrol $*" >> "$CALLS"\n')
+    (tools / "python").write_text(
+        '#!/bin/bash\necho "python $*" >> "$CALLS"\necho $$ > "$CALLS.pid"\n'
+        'if [ "${FAKE_SLEEP:-0}" != 0 ]; then\n'
+        '    trap \'kill $sleeper; sleep 1; echo "stage saved" >> "$CALLS"; exit 143\' TERM\n'
+        '    sleep "$FAKE_SLEEP" & sleeper=$!\n    wait $sleeper\nfi\n'
+        'exit "${FAKE_EXIT:-0}"\n')
+    (tools / "scontrol").write_text('#!/bin/bash\necho "scontrol $*" >> "$CALLS"\n'
+                                    'if [ "$1" = requeue ]; then kill -TERM "$(cat "$CALLS.pid")"; fi\n')
     for tool in tools.iterdir():
         tool.chmod(0o755)
     return {"PATH": f"{tools}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls"), "FLEXIBERT_PYTHON": str(tools / "python"),
@@ -227,27 +238,41 @@ def test_batch_script_runs_one_process_or_torchrun_per_stage(tmp_path):
     assert usage.returncode == 2 and "RUN_DIR MODEL_HASH [NEIGHBOR_HASH]" in usage.stderr
 
 
-def start_and_signal(env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Start the script with a stage that sleeps, send it USR1 (as SLURM does before the time limit) once the stage runs."""
+def start_and_signal(env: dict[str, str], sigterm: bool = False) -> subprocess.CompletedProcess:
+    """Start the script with a stage that sleeps; once the stage runs, send the script USR1 (as SLURM does before the
+    time limit), or SIGTERM to the script and the stage (as SLURM does on scancel, pre-emption or the time limit)."""
+    stage_pid = Path(env["CALLS"] + ".pid")
+    stage_pid.unlink(missing_ok=True)
     process = subprocess.Popen(["bash", str(DEFAULT_SCRIPT), "RUN", HASH], env={**os.environ, **env}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 30
-    while not Path(env["CALLS"]).exists() and time.monotonic() < deadline:
+    while not stage_pid.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.2)
-    process.send_signal(signal.SIGUSR1)
+    if sigterm:
+        process.send_signal(signal.SIGTERM)
+        os.kill(int(stage_pid.read_text()), signal.SIGTERM)
+    else:
+        process.send_signal(signal.SIGUSR1)
     started = time.monotonic()
     out, _ = process.communicate(timeout=60)
     return subprocess.CompletedProcess(process.args, process.returncode, f"{out}\nseconds after USR1: {time.monotonic() - started:.1f}")
 
 
-def test_usr1_before_the_time_limit_requeues_the_job_at_most_max_requeues_times(tmp_path):
+def test_usr1_requeues_at_most_max_requeues_times_and_the_script_outlives_the_saving_stage(tmp_path):
     env = {**fake_tools(tmp_path), "SLURM_JOB_ID": "123", "FLEXIBERT_MAX_REQUEUES": "2", "FAKE_SLEEP": "30"}
     calls = Path(env["CALLS"])
     requeued = start_and_signal({**env, "SLURM_RESTART_COUNT": "1"})
     assert requeued.returncode == 0 and "requeueing job 123 (requeue 2 of 2)" in requeued.stdout
-    assert calls.read_text().splitlines()[-1] == "scontrol requeue 123"
-    assert float(requeued.stdout.rsplit(" ", 1)[1]) < 10, "the trap must not wait for the stage to end"
+    # The script outlives the stage until it has saved (SLURM kills what a batch script leaves behind), but no longer.
+    assert calls.read_text().splitlines()[-2:] == ["scontrol requeue 123", "stage saved"]
+    assert "the stage has stopped" in requeued.stdout
+    assert 1 <= float(requeued.stdout.rsplit(" ", 1)[1]) < 10
+
+    calls.unlink()
+    terminated = start_and_signal(env, sigterm=True)
+    assert terminated.returncode == 143 and calls.read_text().splitlines()[-1] == "stage saved"
+    assert "waiting for the stage to save a checkpoint" in terminated.stdout and "scontrol" not in calls.read_text()
 
     calls.unlink()
     left = start_and_signal({**env, "SLURM_RESTART_COUNT": "2", "FAKE_SLEEP": "2", "FAKE_EXIT": "0"})
@@ -456,24 +481,29 @@ def training_files(tmp_path_factory) -> dict[str, Path]:
     return {"library": work / "library.json", "tokenizer": work / "tokenizer", "dataset": work / "dataset"}
 
 
+def training_search_argv(training_files: dict[str, Path], run_dir: Path, processes: int, pretrain_steps: int,
+                         pretrain_args: str = "") -> list[str]:
+    """A one-model search whose SLURM job pretrains on WikiText-2 and fine-tunes on 200 SST-2 examples, with
+    FLEXIBERT_GPUS training processes per stage (torchrun when 2: CPU processes over gloo, as on a 2-GPU node)."""
+    return [
+        "--dataset_file", str(training_files["library"]), "--run_dir", str(run_dir), "--strategy", "random", "--budget", "1",
+        "--num_init", "1", "--max_retries", "0", "--task", "sst2", "--glue_dir", str(SHARED / "glue"),
+        "--tokenizer", str(training_files["tokenizer"]), "--pretrain_dataset_dir", str(training_files["dataset"]),
+        "--pretrain_steps", str(pretrain_steps), "--pretrain_args", "--max_seq_length 64 --per_device_train_batch_size 8 "
+        f"--warmup_steps 2 --save_steps 10 --learning_rate 1e-3 --max_eval_samples 32 {pretrain_args}",
+        "--finetune_args", "--max_train_samples 200 --max_eval_samples 100 --num_train_epochs 1 --max_seq_length 64 "
+        "--per_device_train_batch_size 16",
+        "--executor", "slurm", "--poll_interval", "1", "--slurm_gpus_per_node", "0", "--slurm_time", "00:10:00",
+        "--slurm_setup", f"export OMP_NUM_THREADS=1 FLEXIBERT_GPUS={processes}"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "torchrun-2-cpu-processes"])
 def test_a_model_pretrained_and_fine_tuned_through_slurm_reaches_the_leaderboard(training_files, slurm_env, tmp_path, monkeypatch,
                                                                                   processes):
-    """With FLEXIBERT_GPUS=2 the batch script runs each training stage under torchrun (here 2 CPU processes, gloo),
-    as it does on a node with 2 GPUs."""
     monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
     run_dir = tmp_path / "run"
-    state = run_boshnas.main([
-        "--dataset_file", str(training_files["library"]), "--run_dir", str(run_dir), "--strategy", "random", "--budget", "1",
-        "--num_init", "1", "--max_retries", "0", "--task", "sst2", "--glue_dir", str(SHARED / "glue"),
-        "--tokenizer", str(training_files["tokenizer"]), "--pretrain_dataset_dir", str(training_files["dataset"]),
-        "--pretrain_steps", "20", "--pretrain_args", "--max_seq_length 64 --per_device_train_batch_size 8 --warmup_steps 2 "
-        "--save_steps 10 --learning_rate 1e-3 --max_eval_samples 32",
-        "--finetune_args", "--max_train_samples 200 --max_eval_samples 100 --num_train_epochs 1 --max_seq_length 64 "
-        "--per_device_train_batch_size 16",
-        "--executor", "slurm", "--poll_interval", "1", "--slurm_gpus_per_node", "0", "--slurm_time", "00:10:00",
-        "--slurm_setup", f"export OMP_NUM_THREADS=1 FLEXIBERT_GPUS={processes}"])
+    state = run_boshnas.main(training_search_argv(training_files, run_dir, processes, pretrain_steps=20))
     assert len(state.finished) == 1, [log.read_text()[-3000:] for log in (run_dir / "models").glob("*/job-*.log")]
     model_hash = state.finished[0]
     results = json.loads((run_dir / "models" / model_hash / "results.json").read_text())
@@ -485,3 +515,39 @@ def test_a_model_pretrained_and_fine_tuned_through_slurm_reaches_the_leaderboard
     assert f"{model_hash[:12]}" in (run_dir / "leaderboard.md").read_text()
     launched = events(run_dir, "launched")[0]["job_id"]
     assert slurm_jobs_of(slurm_env, run_dir) == {launched: "COMPLETED"}
+
+
+@pytest.mark.slow
+def test_a_torchrun_job_warned_of_its_time_limit_saves_at_the_signal_and_its_requeued_run_resumes(training_files, slurm_env,
+                                                                                                  tmp_path, monkeypatch):
+    """USR1 to the batch shell while torchrun pretrains (what --signal=B:USR1@S sends before the time limit; the
+    time-limit test above shows SLURM sending it, here scancel --batch sends it at a chosen moment): the job requeues
+    itself, SLURM's SIGTERM makes both ranks save at one step while the script waits, and the second run resumes there."""
+    monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
+    run_dir = tmp_path / "run"
+
+    def warn_once_training_runs() -> None:
+        def training_log() -> str | None:
+            logs = list((run_dir / "models").glob("*/job-1.log"))
+            text = logs[0].read_text(errors="replace") if logs else ""
+            return text if text.count("'loss'") >= 5 else None  # a loss is logged every step
+        wait_until(training_log, 240, "pretraining to log its first steps", interval=0.2)
+        slurm(slurm_env, "scancel", "--batch", "--signal=USR1", events(run_dir, "launched")[0]["job_id"])
+
+    warner = threading.Thread(target=warn_once_training_runs, daemon=True)
+    warner.start()
+    state = run_boshnas.main(training_search_argv(training_files, run_dir, processes=2, pretrain_steps=150,
+                                                  pretrain_args="--logging_steps 1 --save_steps 1000"))
+    warner.join(timeout=5)
+    log = next((run_dir / "models").glob("*/job-1.log")).read_text(errors="replace")
+    assert len(state.finished) == 1, log[-5000:]
+    model_hash = state.finished[0]
+    saved = [int(step.replace(",", "")) for step in re.findall(r"stopped by SIGTERM[^:]*: checkpoint saved at step ([\d,]+)", log)]
+    assert len(saved) == 2 and saved[0] == saved[1] and 0 < saved[0] < 150, log[-5000:]  # both ranks, one step
+    assert "requeueing job" in log and "the stage has stopped" in log
+    pretrained = json.loads((run_dir / "models" / model_hash / "pretrained" / "pretrain_results.json").read_text())
+    assert pretrained["resumed_from_step"] == saved[0] and pretrained["global_step"] == 150 and pretrained["world_size"] == 2
+    launched = events(run_dir, "launched")
+    assert len(events(run_dir, "submit")) == 1 and len(launched) == 1
+    job = slurm(slurm_env, "scontrol", "show", "job", "-o", launched[0]["job_id"])
+    assert "JobState=COMPLETED" in job and "Restarts=1" in job
