@@ -272,6 +272,7 @@ def finetune(args: argparse.Namespace) -> dict:
         dataloader_num_workers=args.dataloader_num_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=cpu_torchrun(),
+        ddp_find_unused_parameters=False,  # the pooler and classifier are used; the MLM head is dropped
         report_to="none",
     )
 

@@ -91,7 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     transfer = parser.add_argument_group("knowledge transfer")
     transfer.add_argument("--transfer_threshold", type=float, default=0.8,
                           help="warm-start from the trained neighbour with the largest weight overlap, if at least this")
-    transfer.add_argument("--transfer_pretrain_steps", type=int, default=10_000, help="pretraining steps after a warm start")
+    transfer.add_argument("--transfer_pretrain_steps", type=int,
+                          help="pretraining steps after a warm start (default: a tenth of --pretrain_steps, at least 1)")
     transfer.add_argument("--transfer_mode", choices=("RP", "OD"), default="RP",
                           help="weight transfer: random projection or ordered slicing")
     transfer.add_argument("--no_transfer", action="store_true", help="always pretrain from scratch")
@@ -126,6 +127,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     evo.add_argument("--tournament_size", type=int, default=3, help="models sampled per tournament")
 
     args = parser.parse_args(argv)
+    if args.transfer_pretrain_steps is None:
+        args.transfer_pretrain_steps = max(1, args.pretrain_steps // 10)
+    elif args.transfer_pretrain_steps > args.pretrain_steps:
+        parser.error(f"--transfer_pretrain_steps {args.transfer_pretrain_steps:,} is more than --pretrain_steps "
+                     f"{args.pretrain_steps:,}: a warm-started model should train fewer steps than one from scratch; lower it")
     for name in ("num_init", "budget", "max_concurrent", "pretrain_steps", "transfer_pretrain_steps", "gobi_restarts",
                  "population_size", "tournament_size", "surrogate_epochs"):
         if getattr(args, name) < 1:

@@ -270,6 +270,7 @@ def training_arguments(args: argparse.Namespace, **overrides: Any) -> TrainingAr
         eval_steps=getattr(args, "eval_steps", 0) or None,
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=cpu_torchrun(),
+        ddp_find_unused_parameters=False,  # FlexiBERT creates no unused parameters (tests/test_model.py checks every op)
     )
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
