@@ -482,11 +482,11 @@ def training_files(tmp_path_factory) -> dict[str, Path]:
 
 
 def training_search_argv(training_files: dict[str, Path], run_dir: Path, processes: int, pretrain_steps: int,
-                         pretrain_args: str = "") -> list[str]:
-    """A one-model search whose SLURM job pretrains on WikiText-2 and fine-tunes on 200 SST-2 examples, with
+                         pretrain_args: str = "", budget: int = 1) -> list[str]:
+    """A search whose SLURM jobs, one at a time, pretrain on WikiText-2 and fine-tune on 200 SST-2 examples, with
     FLEXIBERT_GPUS training processes per stage (torchrun when 2: CPU processes over gloo, as on a 2-GPU node)."""
     return [
-        "--dataset_file", str(training_files["library"]), "--run_dir", str(run_dir), "--strategy", "random", "--budget", "1",
+        "--dataset_file", str(training_files["library"]), "--run_dir", str(run_dir), "--strategy", "random", "--budget", str(budget),
         "--num_init", "1", "--max_retries", "0", "--task", "sst2", "--glue_dir", str(SHARED / "glue"),
         "--tokenizer", str(training_files["tokenizer"]), "--pretrain_dataset_dir", str(training_files["dataset"]),
         "--pretrain_steps", str(pretrain_steps), "--pretrain_args", "--max_seq_length 64 --per_device_train_batch_size 8 "
@@ -498,23 +498,29 @@ def training_search_argv(training_files: dict[str, Path], run_dir: Path, process
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "torchrun-2-cpu-processes"])
-def test_a_model_pretrained_and_fine_tuned_through_slurm_reaches_the_leaderboard(training_files, slurm_env, tmp_path, monkeypatch,
-                                                                                  processes):
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "torchrun-2-cpu-processes-and-a-warm-start"])
+def test_models_pretrained_and_fine_tuned_through_slurm_reach_the_leaderboard(training_files, slurm_env, tmp_path, monkeypatch,
+                                                                               processes):
+    """Under torchrun a second model is also trained, warm-started by weight transfer from the first."""
     monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
     run_dir = tmp_path / "run"
-    state = run_boshnas.main(training_search_argv(training_files, run_dir, processes, pretrain_steps=20))
-    assert len(state.finished) == 1, [log.read_text()[-3000:] for log in (run_dir / "models").glob("*/job-*.log")]
-    model_hash = state.finished[0]
-    results = json.loads((run_dir / "models" / model_hash / "results.json").read_text())
-    assert results["source"] == "training" and results["pretrain"]["global_step"] == 20
-    assert results["pretrain"]["world_size"] == processes
-    sst2 = json.loads((run_dir / "models" / model_hash / "glue" / "sst2" / "results.json").read_text())
-    assert sst2["global_step"] == math.ceil(200 / (16 * processes))  # fine-tuning is data-parallel too
-    assert 0 <= results["glue_score"] <= 100 and results["glue_score"] == state.candidates[model_hash].score
-    assert f"{model_hash[:12]}" in (run_dir / "leaderboard.md").read_text()
-    launched = events(run_dir, "launched")[0]["job_id"]
-    assert slurm_jobs_of(slurm_env, run_dir) == {launched: "COMPLETED"}
+    state = run_boshnas.main(training_search_argv(training_files, run_dir, processes, pretrain_steps=20, budget=processes))
+    assert len(state.finished) == processes, [log.read_text()[-3000:] for log in (run_dir / "models").glob("*/job-*.log")]
+    for model_hash in state.finished:
+        results = json.loads((run_dir / "models" / model_hash / "results.json").read_text())
+        assert results["source"] == "training" and results["pretrain"]["world_size"] == processes
+        sst2 = json.loads((run_dir / "models" / model_hash / "glue" / "sst2" / "results.json").read_text())
+        assert sst2["global_step"] == math.ceil(200 / (16 * processes))  # fine-tuning is data-parallel too
+        assert 0 <= results["glue_score"] <= 100 and results["glue_score"] == state.candidates[model_hash].score
+        assert f"{model_hash[:12]}" in (run_dir / "leaderboard.md").read_text()
+    first = json.loads((run_dir / "models" / state.finished[0] / "results.json").read_text())
+    assert first["pretrain"]["global_step"] == 20 and first["pretrain"]["init_from"] is None
+    if processes == 2:
+        warm = json.loads((run_dir / "models" / state.finished[1] / "results.json").read_text())
+        assert state.candidates[state.finished[1]].neighbor == state.finished[0]
+        assert warm["pretrain"]["global_step"] == 2 and warm["pretrain"]["transferred_fraction"] > 0.5  # a tenth of 20 steps
+    launched = [event["job_id"] for event in events(run_dir, "launched")]
+    assert slurm_jobs_of(slurm_env, run_dir) == dict.fromkeys(launched, "COMPLETED")
 
 
 @pytest.mark.slow
