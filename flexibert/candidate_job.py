@@ -28,7 +28,7 @@ from embeddings.library import Library
 from flexibert.io_utils import HelpFormatter, write_json_atomic
 from flexibert.modeling_flexibert import FlexiBERTConfig, FlexiBERTModel
 from flexibert.pretrain_flexibert import RESULTS_FILE as PRETRAIN_RESULTS_FILE
-from flexibert.training_utils import close_distributed, count_parameters
+from flexibert.training_utils import close_distributed, count_parameters, is_main_process
 
 JOB_CONFIG_FILE = "job_config.json"
 RESULTS_FILE = "results.json"
@@ -150,8 +150,8 @@ def run_job(run_dir: str | Path, model_hash: str, neighbor: str | None = None, a
     config = read_job_config(run_dir)
     folder = model_dir(run_dir, model_hash)
     started_file = folder / "started.json"
-    first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun every process runs this; one start marker per start
-    if first_rank and (stage in ("all", "pretrain") or not started_file.exists()):
+    # Under torchrun every process runs this: one start marker per start, from the first.
+    if is_main_process() and (stage in ("all", "pretrain") or not started_file.exists()):
         # One marker per start: how often a model was (re)started is visible, and tests count them.
         starts = folder / "starts"
         starts.mkdir(parents=True, exist_ok=True)

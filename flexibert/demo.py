@@ -70,9 +70,8 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     return True
 
 
-def step(number: int, text: str) -> float:
+def step(number: int, text: str) -> None:
     print(f"\n== {number}. {text}", flush=True)
-    return time.perf_counter()
 
 
 def choose_data(args: argparse.Namespace, out: Path) -> dict:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -47,7 +46,7 @@ from flexibert.glue_metrics import compute_metrics, split_score, task_score
 from flexibert.io_utils import HelpFormatter, write_json_atomic
 from flexibert.modeling_flexibert import FlexiBERTForSequenceClassification
 from flexibert.tokenization import load_tokenizer
-from flexibert.training_utils import CheckpointOnSignal, close_distributed, cpu_torchrun
+from flexibert.training_utils import CheckpointOnSignal, close_distributed, cpu_torchrun, is_main_process
 
 RESULTS_FILE = "results.json"
 TOKENIZATION_FILE = "tokenization.json"  # written by tokenize_glue_datasets.py beside each tokenised task
@@ -154,7 +153,7 @@ def _load_model(path: str, task: GlueTask) -> FlexiBERTForSequenceClassification
     new = sorted({key.split(".")[1] if key.startswith("bert.") else key.split(".")[0] for key in fresh})
     dropped = sorted({"the MLM head" if key.startswith("cls.") else key.split(".")[0] for key in info["unexpected_keys"]})
     log(f"{task.name}: loaded the encoder from {path}; new: {', '.join(new) or 'nothing'}"
-          + (f"; dropped: {', '.join(dropped)}" if dropped else ""))
+        + (f"; dropped: {', '.join(dropped)}" if dropped else ""))
     return model
 
 
@@ -197,17 +196,12 @@ def _load_tokenized(dataset_dir: str, task: GlueTask, tokenizer: PreTrainedToken
                             "re-run tokenize_glue_datasets.py")
     if meta["max_seq_length"] != max_length:
         log(f"note: {folder} was tokenised with max_seq_length {meta['max_seq_length']}; --max_seq_length {max_length} "
-              "does not apply to it")
+            "does not apply to it")
     return data, meta["max_seq_length"]
 
 
 def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
-
-
-def is_main_process() -> bool:
-    """Whether this process writes files: always without a launcher, rank 0 under torchrun (DDP)."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def log(message: str) -> None:

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from flexibert.finetune_flexibert import HYPERPARAMETERS, RESULTS_FILE, add_common_args, finetune, is_main_process
+from flexibert.finetune_flexibert import HYPERPARAMETERS, RESULTS_FILE, add_common_args, finetune
 from flexibert.glue_data import GlueError, get_task
 from flexibert.glue_metrics import DEFAULT_TASKS, glue_score
 from flexibert.io_utils import HelpFormatter, write_json_atomic
-from flexibert.training_utils import close_distributed
+from flexibert.training_utils import close_distributed, is_main_process
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,8 +44,9 @@ def score_model(args: argparse.Namespace) -> dict:
     tasks = list(dict.fromkeys(get_task(name).name for name in args.tasks))
     output = Path(args.output_dir)
     per_task = {}
-    for name in tqdm(tasks, desc="GLUE tasks", unit="task", disable=not is_main_process()):
-        if is_main_process():
+    main_process = is_main_process()
+    for name in tqdm(tasks, desc="GLUE tasks", unit="task", disable=not main_process):
+        if main_process:
             tqdm.write(f"=== {name} ===")
         per_task[name] = finetune(argparse.Namespace(**{**vars(args), "task_name": name, "output_dir": str(output / name)}))
     scores = {name: result["score"] for name, result in per_task.items()}
@@ -59,7 +60,7 @@ def score_model(args: argparse.Namespace) -> dict:
         "encoder_parameters": per_task[tasks[0]]["encoder_parameters"],
         "hyperparameters": {name: getattr(args, name) for name in HYPERPARAMETERS},
     }
-    if is_main_process():
+    if main_process:
         path = write_json_atomic(output / RESULTS_FILE, results)
         shown = ", ".join(f"{name} {score:.1f}" for name, score in scores.items())
         print(f"GLUE score {results['glue_score']:.2f} over {len(tasks)} task(s) ({shown}); "

@@ -31,7 +31,7 @@ from flexibert.weight_transfer import TransferReport
 
 __all__ = [  # write_json_atomic lives in io_utils (shared with the GLUE scripts) and is re-exported here
     "BuiltModel", "CheckpointOnSignal", "ConfigurationError", "add_training_arguments", "build_model_from_args", "check_precision",
-    "checkpoints_in", "close_distributed", "cpu_torchrun",
+    "checkpoints_in", "close_distributed", "cpu_torchrun", "is_main_process",
     "count_parameters", "finite_or_none", "is_flexibert_training_output", "load_flexibert_model", "perplexity", "read_model_dict",
     "resolve_model_dict", "resumable_checkpoint", "training_arguments", "write_json_atomic",
 ]
@@ -229,6 +229,11 @@ def check_precision(bf16: bool, fp16: bool) -> None:
         raise ConfigurationError("--bf16 needs an Ampere or newer GPU; use --fp16 on this one")
 
 
+def is_main_process() -> bool:
+    """Whether this process writes files: always without a launcher, rank 0 under torchrun (DDP)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def cpu_torchrun() -> bool:
     """torchrun on a machine without GPUs: DDP over CPU processes (gloo), which accelerate only sets up for ``use_cpu``.
 
@@ -306,8 +311,8 @@ def is_flexibert_training_output(path: str | Path) -> bool:
 class CheckpointOnSignal(TrainerCallback):
     """On SIGTERM, save a checkpoint after the current optimizer step and stop, so that a resumed run loses (almost) nothing.
 
-    SIGTERM is what SLURM sends at a time limit or pre-emption, what the batch script sends its stage
-    before requeueing, what torchrun forwards to its workers, and what the local executor sends on Ctrl-C.
+    SIGTERM is what SLURM sends every process of a job at a time limit, pre-emption, scancel or requeue,
+    what torchrun forwards to its workers, and what the local executor sends on Ctrl-C.
     Use it as a context manager around ``trainer.train()`` and call :meth:`exit_if_stopped` afterwards: a
     stopped run must not go on to evaluate and write results as if it had finished. An earlier handler is
     still called, so the controller of an inline search also learns of the signal. Under torchrun the ranks

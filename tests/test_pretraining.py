@@ -12,8 +12,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from embeddings.graph import model_hash
 from embeddings.library import Library
 from flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, prepare_pretrain_dataset, pretrain_flexibert, save_roberta_tokenizer
 from flexibert.tokenization import load_tokenizer
-from flexibert.training_utils import build_model_from_args
+from flexibert.training_utils import build_model_from_args, checkpoints_in
 
 ROOT = Path(__file__).resolve().parents[1]
 WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
@@ -337,26 +339,33 @@ def test_torchrun_data_parallel_matches_gradient_accumulation(tokenizer_dir, dat
     assert distributed["train_loss"] == pytest.approx(single["train_loss"], abs=0.05)
 
 
+def start_training(args: list[str], log: Path) -> subprocess.Popen:
+    """``python ARGS`` with its output in ``log``, returned once it trains (run with --logging_steps 1: a loss per step)."""
+    with open(log, "w") as handle:
+        process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    while "'loss'" not in log.read_text():
+        assert process.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    return process
+
+
+def saved_steps(output: Path) -> list[int]:
+    return [int(path.name.split("-")[1]) for path in checkpoints_in(output)]
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_at_once_and_a_rerun_resumes_from_it(tokenizer_dir, dataset_dir, tmp_path):
-    """What SLURM (time limit, pre-emption), the batch script before a requeue and Ctrl-C of a local search send."""
-    import signal
-    import time
-
+    """What SLURM sends at a time limit, pre-emption or requeue, and the local executor on Ctrl-C of a search."""
     output = tmp_path / "terminated"
     argv = pretrain_argv(tokenizer_dir, dataset_dir, output, "--save_steps", "1000", "--logging_steps", "1")
     log = tmp_path / "log.txt"
-    with open(log, "w") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "flexibert.pretrain_flexibert", *argv], cwd=ROOT, stdout=handle,
-                                   stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 240
-    while "'loss'" not in log.read_text():  # training has started (a loss is logged every step)
-        assert process.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
+    process = start_training(["-m", "flexibert.pretrain_flexibert", *argv], log)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) != 0  # stopped, not finished
     assert "stopped by SIGTERM: checkpoint saved at step" in log.read_text()
-    saved = [int(path.name.split("-")[1]) for path in output.glob("checkpoint-*")]
+    saved = saved_steps(output)
     assert len(saved) == 1 and 0 < saved[0] < STEPS  # saved at the signal, long before --save_steps 1000
     assert not (output / "pretrain_results.json").exists()
 
@@ -367,21 +376,12 @@ def test_sigterm_saves_a_checkpoint_at_once_and_a_rerun_resumes_from_it(tokenize
 @pytest.mark.slow
 def test_sigterm_to_one_torchrun_worker_stops_every_rank_at_one_checkpoint(tokenizer_dir, dataset_dir, tmp_path):
     """Ranks that stopped at different steps would hang in each other's collectives: they must agree on the step."""
-    import signal
-    import time
-
     output = tmp_path / "terminated"
     argv = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "flexibert/pretrain_flexibert.py",
             *pretrain_argv(tokenizer_dir, dataset_dir, output, "--per_device_train_batch_size", "8", "--save_steps", "1000",
                            "--logging_steps", "1")]
     log = tmp_path / "log.txt"
-    with open(log, "w") as handle:
-        agent = subprocess.Popen([sys.executable, *argv], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 240
-    while "'loss'" not in log.read_text():
-        assert agent.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
+    agent = start_training(argv, log)
     workers = Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
     assert len(workers) == 2
     os.kill(int(workers[-1]), signal.SIGTERM)  # one rank only; the other never sees a signal
@@ -389,7 +389,7 @@ def test_sigterm_to_one_torchrun_worker_stops_every_rank_at_one_checkpoint(token
     text = log.read_text()
     assert "stopped by SIGTERM: checkpoint saved at step" in text
     assert "stopped by SIGTERM to another process of the run: checkpoint saved at step" in text
-    saved = [int(path.name.split("-")[1]) for path in output.glob("checkpoint-*")]
+    saved = saved_steps(output)
     assert len(saved) == 1 and 0 < saved[0] < STEPS
     assert text.count(f"checkpoint saved at step {saved[0]:,}") == 2  # both ranks, same step
 
