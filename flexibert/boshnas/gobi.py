@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from scipy.spatial.distance import cdist
 
 from flexibert.boshnas.adahessian import AdaHessian
 from flexibert.boshnas.surrogate import Surrogate
@@ -21,7 +22,6 @@ ADAHESSIAN_LR = 0.5
 # suits embeddings whose coordinates span several units (edit-distance scale). Unlike AdaHessian's
 # Newton-like step it is not scale-free; pass ``lr`` for embeddings of another scale.
 SGD_LR = 10.0
-_SNAP_CHUNK_ELEMENTS = 1 << 22
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
 
@@ -97,13 +97,12 @@ def gobi(
     return best_x.numpy()
 
 
-def snap_to_library(points: np.ndarray, library_embeddings: np.ndarray, allowed: np.ndarray, metric: str = "l1",
-                    chunk_elements: int = _SNAP_CHUNK_ELEMENTS) -> np.ndarray:
+def snap_to_library(points: np.ndarray, library_embeddings: np.ndarray, allowed: np.ndarray, metric: str = "l1") -> np.ndarray:
     """For each point, the index of the nearest allowed library row; an int array (k,), duplicates possible.
 
-    ``metric`` is 'l1' (mean absolute difference, as in the original) or 'l2' (Euclidean). The library is
-    scanned in chunks of about ``chunk_elements`` point-row-coordinate triples, so 100k-row libraries never
-    build a k x N x d array. Ties go to the lowest index. Raises ValueError if no row is allowed.
+    ``metric`` is 'l1' (absolute differences, as the original's mean absolute difference) or 'l2' (Euclidean).
+    Only the k x N distance matrix is built (k is GOBI's few restarts). Ties go to the lowest index. Raises
+    ValueError if no row is allowed.
     """
     if metric not in ("l1", "l2"):
         raise ValueError(f"metric must be 'l1' or 'l2', got {metric!r}")
@@ -115,16 +114,5 @@ def snap_to_library(points: np.ndarray, library_embeddings: np.ndarray, allowed:
     candidates = np.flatnonzero(allowed)
     if len(candidates) == 0:
         raise ValueError("no library row is allowed")
-    rows_per_chunk = max(1, chunk_elements // max(1, points.size))
-    best_index = np.zeros(len(points), dtype=np.int64)
-    best_distance = np.full(len(points), np.inf)
-    for start in range(0, len(candidates), rows_per_chunk):
-        chunk = candidates[start:start + rows_per_chunk]
-        difference = points[:, None, :] - library[chunk][None, :, :]
-        distance = np.abs(difference).mean(axis=2) if metric == "l1" else np.sqrt((difference**2).sum(axis=2))
-        nearest = distance.argmin(axis=1)
-        nearest_distance = distance[np.arange(len(points)), nearest]
-        better = nearest_distance < best_distance
-        best_distance[better] = nearest_distance[better]
-        best_index[better] = chunk[nearest[better]]
-    return best_index
+    distance = cdist(points, library[candidates], "cityblock" if metric == "l1" else "euclidean")
+    return candidates[distance.argmin(axis=1)]
