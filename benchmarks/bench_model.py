@@ -20,7 +20,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from flexibert import FlexiBERTConfig, FlexiBERTModel, convert_bert
-from flexibert.modeling_flexibert import FlexiBERTLayer
+from flexibert.models.modeling_flexibert import FlexiBERTLayer
 
 SIZES = {"BERT-Tiny": (128, 2, 2, 512), "BERT-Mini": (256, 4, 4, 1024), "BERT-Small": (512, 4, 8, 2048)}
 LAYER_OPS = {

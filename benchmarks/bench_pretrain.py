@@ -28,9 +28,9 @@ from datasets import load_from_disk
 from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainerCallback
 
 from flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, prepare_pretrain_dataset, pretrain_flexibert, save_roberta_tokenizer
-from flexibert.io_utils import HelpFormatter
-from flexibert.tokenization import load_tokenizer
-from flexibert.training_utils import training_arguments
+from flexibert.data.tokenization import load_tokenizer
+from flexibert.training.common import training_arguments
+from flexibert.utils.cli import HelpFormatter
 
 ROOT = Path(__file__).resolve().parents[1]
 WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "wiki.train.tokens"

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from embeddings.library import Library
-from flexibert.boshnas.gobi import gobi, snap_to_library
-from flexibert.boshnas.surrogate import Surrogate
-from flexibert.search_strategies import Boshnas, BoshnasSettings, GaussianProcessBO, RandomSearch, SearchContext
+from flexibert.search.boshnas.gobi import gobi, snap_to_library
+from flexibert.search.boshnas.surrogate import Surrogate
+from flexibert.search.strategies import Boshnas, BoshnasSettings, GaussianProcessBO, RandomSearch, SearchContext
 from flexibert.synthetic_benchmark import synthetic_scores
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,87 +6,13 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from embeddings.design_space import GLUE_TASK_NAMES, DesignSpaceError, load_design_space
-from embeddings.embedding import EMBEDDING_METHODS, MatrixDistances
-from embeddings.library import Library, LibraryFileError
-from embeddings.neighbors import NEIGHBOR_METHODS
-
-KERNELS = ("GraphEditDistance",)
-
-
-def add_embedding_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of the dissimilarity, embedding and neighbours, shared with flexibert/hierarchical.py."""
-    parser.add_argument("--kernel", default="GraphEditDistance", choices=KERNELS,
-                        help="dissimilarity: the original's edit-cost model, as the cost of a near-optimal edit path (>= exact GED)")
-    parser.add_argument("--algo", default="MDS", choices=EMBEDDING_METHODS,
-                        help="MDS: landmark MDS; GD: landmark MDS refined by gradient descent on sampled pairs (no better measured)")
-    parser.add_argument("--embedding_size", type=int, default=16, help="embedding dimension")
-    parser.add_argument("--num_neighbors", type=int, default=100, help="neighbours stored per model (clipped to N-1)")
-    parser.add_argument("--neighbor_method", default="biased", choices=NEIGHBOR_METHODS,
-                        help="biased: longest shared layer prefix first, then embedding distance; distance: embedding distance")
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Build a FlexiBERT graph library (model dicts, hashes, embeddings, neighbours) as one JSON file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--design_space_file", help="design-space YAML (e.g. design_space/design_space_test.yaml); "
-                        "optional with --model_dicts, where it only adds the op vocabulary")
-    parser.add_argument("--model_dicts", help="JSON file with an explicit list of model dicts, or {'entries': [{'model_dict': ...}]}, "
-                        "instead of enumerating the design space")
-    parser.add_argument("--dataset_file", help="output library JSON (default: dataset/<name of the YAML or JSON>.json)")
-    parser.add_argument("--dataset", choices=GLUE_TASK_NAMES, help="GLUE task the library is for (stored in the file)")
-    parser.add_argument("--layers_per_stack", type=int, default=2, help="consecutive layers that share all choices")
-    parser.add_argument("--heterogeneous_feed_forward", action="store_true", help="every FF sub-layer picks its own width")
-    add_embedding_arguments(parser)
-    parser.add_argument("--diss_mat_file", help="precomputed N x N dissimilarity matrix (.npy) in library order, instead of --kernel")
-    parser.add_argument("--seed", type=int, default=0, help="seed of landmarks and gradient descent (same seed, same file)")
-    parser.add_argument("--n_jobs", type=int, default=1, help="processes for hashing")
-    parser.add_argument("--overwrite", action="store_true", help="replace --dataset_file if it exists")
-    args = parser.parse_args(argv)
-    if not args.design_space_file and not args.model_dicts:
-        parser.error("give --design_space_file (enumerate a design space) or --model_dicts (an explicit list)")
-    if args.dataset_file is None:
-        args.dataset_file = str(Path("dataset") / f"{Path(args.model_dicts or args.design_space_file).stem}.json")
-    return args
-
-
-def read_model_dicts(path: str) -> list[dict]:
-    """A JSON list of model dicts, or ``{"entries": [{"model_dict": ...}, ...]}``."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read model dicts: {err}") from err
-    if isinstance(data, dict) and isinstance(data.get("entries"), list):
-        data = [entry.get("model_dict") if isinstance(entry, dict) else None for entry in data["entries"]]
-    if not isinstance(data, list) or not data or not all(isinstance(d, dict) for d in data):
-        raise ValueError(f"{path}: expected a non-empty JSON list of model dicts or {{'entries': [{{'model_dict': ...}}, ...]}}")
-    return data
-
-
-def build(args: argparse.Namespace) -> Library:
-    space = load_design_space(args.design_space_file) if args.design_space_file else None
-    if args.model_dicts:
-        extra = {"design_space": space.architecture(), "ops_list": space.ops_list()} if space else {}
-        library = Library.from_model_dicts(read_model_dicts(args.model_dicts), n_jobs=args.n_jobs, **extra)
-        library.metadata.update(source=str(args.model_dicts))
-    else:
-        count = space.count(args.layers_per_stack, args.heterogeneous_feed_forward)
-        print(f"{args.design_space_file}: {count:,} models at --layers_per_stack {args.layers_per_stack}")
-        library = Library.from_design_space(space, args.layers_per_stack, args.heterogeneous_feed_forward, args.n_jobs)
-        print(f"all {len(library):,} graph hashes are unique" if len(set(library.hashes)) == len(library) else "duplicate hashes found")
-    library.dataset = args.dataset
-    library.metadata.setdefault("hierarchy_level", 1)
-    return library
+from embeddings.design_space import DesignSpaceError
+from embeddings.library import LibraryFileError
+from embeddings.library_builder import build_library, parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,14 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.perf_counter()
     try:
-        library = build(args)
-        distances = None
-        if args.diss_mat_file:
-            distances = MatrixDistances(np.load(args.diss_mat_file))
-            if len(distances) != len(library):
-                size = len(distances)
-                raise ValueError(f"{args.diss_mat_file}: matrix is {size} x {size} but the library has {len(library)} models")
-        library.build_embeddings(args.embedding_size, args.algo, args.num_neighbors, args.neighbor_method, args.seed, distances)
+        library = build_library(args)
     except (DesignSpaceError, LibraryFileError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -6,15 +6,11 @@ Importing the package registers the model with the ``transformers`` Auto classes
 
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
-from flexibert.convert_bert import convert_bert
-from flexibert.modeling_flexibert import (
-    FlexiBERTConfig,
-    FlexiBERTForMaskedLM,
-    FlexiBERTForSequenceClassification,
-    FlexiBERTModel,
-    parse_model_dict,
-)
-from flexibert.weight_transfer import TransferReport, model_overlap, overlap_report, transfer_weights
+from embeddings.model_dict import parse_model_dict
+from flexibert.models.configuration_flexibert import FlexiBERTConfig
+from flexibert.models.convert_bert import convert_bert
+from flexibert.models.modeling_flexibert import FlexiBERTForMaskedLM, FlexiBERTForSequenceClassification, FlexiBERTModel
+from flexibert.models.weight_transfer import TransferReport, model_overlap, overlap_report, transfer_weights
 
 AutoConfig.register("flexibert", FlexiBERTConfig, exist_ok=True)
 AutoModel.register(FlexiBERTConfig, FlexiBERTModel, exist_ok=True)

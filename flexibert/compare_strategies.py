@@ -26,9 +26,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from flexibert import run_boshnas  # noqa: E402
-from flexibert.io_utils import HelpFormatter  # noqa: E402
-from flexibert.search_strategies import STRATEGIES  # noqa: E402
+from flexibert.search.controller import SearchError, run_search  # noqa: E402
+from flexibert.search.controller import parse_args as search_args  # noqa: E402
+from flexibert.search.journal import RunDirError  # noqa: E402
+from flexibert.search.strategies import STRATEGIES  # noqa: E402
+from flexibert.utils.cli import HelpFormatter  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -67,7 +69,10 @@ def run_all(args: argparse.Namespace, passed_on: list[str]) -> dict[str, np.ndar
                 args.benchmark_metric, "--executor", "inline", "--strategy", strategy, "--seed", str(seed), "--budget",
                 str(args.budget), "--run_dir", str(run_dir), *passed_on]
         with open(run_dir / "controller.log", "a") as log, contextlib.redirect_stdout(log):
-            state = run_boshnas.main(argv)
+            try:
+                state = run_search(search_args(argv))
+            except (SearchError, RunDirError) as err:
+                raise SystemExit(f"error: {err}") from None
         if state.stopped is None:  # Ctrl-C or a kill signal reached the search: stop the whole comparison
             raise SystemExit(f"interrupted in {run_dir}; re-run the same command to resume the comparison")
         scores = [state.candidates[h].score for h in state.finished]

@@ -26,7 +26,18 @@ import socket
 import time
 from pathlib import Path
 
-from flexibert.io_utils import HelpFormatter
+from embeddings.library import Library
+from embeddings.library_builder import build_library
+from embeddings.library_builder import parse_args as library_args
+from flexibert.data.demo_corpus import prepare_demo_data
+from flexibert.data.pretraining_corpus import parse_args as corpus_args
+from flexibert.data.pretraining_corpus import prepare_and_save
+from flexibert.data.tokenization import save_hub_tokenizer, train_bpe_tokenizer
+from flexibert.search.controller import parse_args as search_args
+from flexibert.search.controller import run_search
+from flexibert.search.hierarchy import next_level_library
+from flexibert.search.hierarchy import parse_args as hierarchy_args
+from flexibert.utils.cli import HelpFormatter
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SPACE = REPO / "design_space" / "design_space_tiny.yaml"
@@ -86,8 +97,6 @@ def choose_data(args: argparse.Namespace, out: Path) -> dict:
     if mode == "hub":
         return {"mode": mode, "text_files": None, "hub_corpus": HUB_CORPUS, "glue_dir": None, "tasks": args.glue_tasks or ["sst2", "rte"],
                 "description": f"real data from the Hugging Face hub: {HUB_CORPUS} and GLUE (nyu-mll/glue)"}
-    from flexibert.prepare_demo_data import prepare_demo_data
-
     summary = prepare_demo_data(out / "data", train_size=args.train_samples, dev_size=args.eval_samples, seed=1)
     return {"mode": "offline", "text_files": [str(summary["corpus"]["train"]["path"])], "hub_corpus": None,
             "glue_dir": str(summary["glue_dir"]), "tasks": args.glue_tasks or list(summary["task_names"]),
@@ -96,29 +105,24 @@ def choose_data(args: argparse.Namespace, out: Path) -> dict:
 
 
 def prepare_text(args: argparse.Namespace, out: Path, data: dict) -> tuple[Path, Path]:
-    from flexibert import prepare_pretrain_dataset, save_roberta_tokenizer
-
     tokenizer, dataset = out / "tokenizer", out / "pretrain_dataset"
     if not (tokenizer / "tokenizer_config.json").is_file():
         if data["text_files"]:
-            save_roberta_tokenizer.main(["--train_files", *data["text_files"], "--vocab_size", str(args.vocab_size),
-                                         "--output_dir", str(tokenizer)])
+            train_bpe_tokenizer(data["text_files"], tokenizer, vocab_size=args.vocab_size)
         else:
-            save_roberta_tokenizer.main(["--output_dir", str(tokenizer)])  # roberta-base from the hub
+            save_hub_tokenizer("roberta-base", tokenizer)
     if not (dataset / "dataset_dict.json").is_file():
         source = ["--text_files", *data["text_files"]] if data["text_files"] else ["--hub_datasets", data["hub_corpus"]]
-        prepare_pretrain_dataset.main([*source, "--tokenizer", str(tokenizer), "--max_seq_length", str(args.max_seq_length),
-                                       "--max_samples", "20000", "--output_dir", str(dataset)])
+        prepare_and_save(corpus_args([*source, "--tokenizer", str(tokenizer), "--max_seq_length", str(args.max_seq_length),
+                                      "--max_samples", "20000", "--output_dir", str(dataset)]))
     return tokenizer, dataset
 
 
-def build_library(out: Path) -> Path:
-    from embeddings import generate_library
-
+def demo_library(out: Path) -> Path:
     library = out / "library.json"
     if not library.is_file():
-        generate_library.main(["--design_space_file", str(TINY_SPACE), "--layers_per_stack", "2", "--num_neighbors", "11",
-                               "--dataset_file", str(library)])
+        build_library(library_args(["--design_space_file", str(TINY_SPACE), "--layers_per_stack", "2", "--num_neighbors", "11",
+                                    "--dataset_file", str(library)])).save(library)
     return library
 
 
@@ -140,13 +144,13 @@ def search_argv(args: argparse.Namespace, out: Path, library: Path, data: dict, 
 
 
 def next_level(out: Path, library: Path, run_dir: Path) -> Path:
-    from flexibert import hierarchical
-
     finer = out / "library_level2.json"
     if not finer.is_file():
-        hierarchical.main(["--old_dataset_file", str(library), "--run_dir", str(run_dir), "--new_dataset_file", str(finer),
-                           "--old_layers_per_stack", "2", "--new_layers_per_stack", "1", "--top_models", "3",
-                           "--neighbors_per_model", "3", "--num_neighbors", "20"])
+        new, _ = next_level_library(hierarchy_args(["--old_dataset_file", str(library), "--run_dir", str(run_dir),
+                                                    "--new_dataset_file", str(finer), "--old_layers_per_stack", "2",
+                                                    "--new_layers_per_stack", "1", "--top_models", "3",
+                                                    "--neighbors_per_model", "3", "--num_neighbors", "20"]))
+        new.save(finer)
     return finer
 
 
@@ -156,9 +160,6 @@ def top_rows(run_dir: Path, count: int = 5) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from embeddings.library import Library
-    from flexibert import run_boshnas
-
     args = parse_args(argv)
     out = Path(args.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -170,11 +171,11 @@ def main(argv: list[str] | None = None) -> dict:
     step(2, "tokenizer and pretraining data")
     tokenizer, dataset = prepare_text(args, out, data)
     step(3, f"graph library of {TINY_SPACE.name}")
-    library = build_library(out)
+    library = demo_library(out)
     step(4, f"{args.strategy} search with the local executor ({args.budget} models; re-running resumes)")
     argv_search = search_argv(args, out, library, data, tokenizer, dataset)
     print("python -m flexibert.run_boshnas " + shlex.join(argv_search), flush=True)
-    state = run_boshnas.main(argv_search)
+    state = run_search(search_args(argv_search))
     step(5, "hierarchical step: a finer library around the best models")
     finer = next_level(out, library, out / "search")
     step(6, "summary")

@@ -1,7 +1,7 @@
 """Fine-tune a FlexiBERT model on each chosen GLUE task and report its GLUE score (0-100).
 
     python flexibert/glue_score.py --model_name_or_path models/pretrained/HASH --output_dir runs/glue/HASH
-    python -m flexibert.glue_score --model_name_or_path models/pretrained/HASH --glue_dir ../shared/data/glue \\
+    python -m flexibert.glue_score --model_name_or_path models/pretrained/HASH --glue_dir ../shared/data/glue \
         --tasks sst2 mrpc stsb rte --output_dir runs/glue/HASH
 
 Each task is fine-tuned in this process with finetune_flexibert.py's recipe (every flag below applies
@@ -15,57 +15,11 @@ with <output_dir>/<task>/results.json) are kept, an interrupted one continues fr
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from pathlib import Path
 
-from tqdm import tqdm
-
-from flexibert.finetune_flexibert import HYPERPARAMETERS, RESULTS_FILE, add_common_args, finetune
-from flexibert.glue_data import GlueError, get_task
-from flexibert.glue_metrics import DEFAULT_TASKS, glue_score
-from flexibert.io_utils import HelpFormatter, write_json_atomic
-from flexibert.training_utils import close_distributed, is_main_process
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS),
-                        help="GLUE tasks to fine-tune and average (any of cola sst2 mrpc stsb qqp mnli qnli rte wnli)")
-    parser.add_argument("--output_dir", required=True, help="folder for results.json and one sub-folder per task")
-    add_common_args(parser)
-    return parser.parse_args(argv)
-
-
-def score_model(args: argparse.Namespace) -> dict:
-    """Fine-tune (or reuse) every task, then write and return the combined results."""
-    start = time.perf_counter()
-    tasks = list(dict.fromkeys(get_task(name).name for name in args.tasks))
-    output = Path(args.output_dir)
-    per_task = {}
-    main_process = is_main_process()
-    for name in tqdm(tasks, desc="GLUE tasks", unit="task", disable=not main_process):
-        if main_process:
-            tqdm.write(f"=== {name} ===")
-        per_task[name] = finetune(argparse.Namespace(**{**vars(args), "task_name": name, "output_dir": str(output / name)}))
-    scores = {name: result["score"] for name, result in per_task.items()}
-    results = {
-        "model_name_or_path": str(args.model_name_or_path),
-        "tasks": tasks,
-        "glue_score": glue_score(scores, tasks),
-        "scores": scores,
-        "metrics": {name: result["metrics"] for name, result in per_task.items()},
-        "wall_time_s": round(sum(result["wall_time_s"] for result in per_task.values()), 2),
-        "encoder_parameters": per_task[tasks[0]]["encoder_parameters"],
-        "hyperparameters": {name: getattr(args, name) for name in HYPERPARAMETERS},
-    }
-    if main_process:
-        path = write_json_atomic(output / RESULTS_FILE, results)
-        shown = ", ".join(f"{name} {score:.1f}" for name, score in scores.items())
-        print(f"GLUE score {results['glue_score']:.2f} over {len(tasks)} task(s) ({shown}); "
-              f"{time.perf_counter() - start:.0f}s this run; results in {path}")
-    return results
+from flexibert.data.glue import GlueError
+from flexibert.training.common import close_distributed
+from flexibert.training.glue_score import parse_args, score_model
 
 
 def main(argv: list[str] | None = None) -> dict:

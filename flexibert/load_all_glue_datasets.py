@@ -15,8 +15,8 @@ import sys
 
 from tqdm import tqdm
 
-from flexibert.glue_data import GLUE_TASKS, HUB_DATASET, GlueError, get_task, load_glue
-from flexibert.io_utils import HelpFormatter
+from flexibert.data.glue import GLUE_TASKS, HUB_DATASET, GlueError, get_task, load_glue
+from flexibert.utils.cli import HelpFormatter
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, BertForMaskedLM, BertForSequenceClassification, BertModel
 
-from flexibert.convert_bert import convert_bert
+from flexibert.models.convert_bert import convert_bert
 
 HEADS = {"base": BertModel, "mlm": BertForMaskedLM, "seq-cls": BertForSequenceClassification}
 

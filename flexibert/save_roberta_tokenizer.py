@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from flexibert.io_utils import HelpFormatter
-from flexibert.tokenization import train_bpe_tokenizer
+from flexibert.data.tokenization import save_hub_tokenizer, train_bpe_tokenizer
+from flexibert.utils.cli import HelpFormatter
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,14 +46,9 @@ def main(argv: list[str] | None = None) -> PreTrainedTokenizerBase:
         origin = f"trained on {len(args.train_files)} file(s)"
     else:
         try:
-            tokenizer = AutoTokenizer.from_pretrained(args.hub_name)
-        except (OSError, ValueError) as err:
-            raise SystemExit(
-                f"error: cannot download the {args.hub_name!r} tokenizer ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
-                "Without the Hugging Face hub, train one offline on your corpus instead: "
-                f"python flexibert/save_roberta_tokenizer.py --output_dir {args.output_dir} --train_files FILE [FILE ...]"
-            ) from None
-        tokenizer.save_pretrained(str(output))
+            tokenizer = save_hub_tokenizer(args.hub_name, output)
+        except OSError as err:
+            raise SystemExit(f"error: {err}") from None
         origin = f"from the hub's {args.hub_name}"
     print(f"saved tokenizer {origin} (vocab {len(tokenizer):,}, pad id {tokenizer.pad_token_id}, "
           f"model_max_length {tokenizer.model_max_length}) to {output}")

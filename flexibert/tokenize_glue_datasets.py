@@ -20,10 +20,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from flexibert.finetune_flexibert import TOKENIZATION_FILE
-from flexibert.glue_data import GLUE_TASKS, HUB_DATASET, GlueError, get_task, load_glue, tokenize_glue
-from flexibert.io_utils import HelpFormatter, write_json_atomic
-from flexibert.tokenization import load_tokenizer
+from flexibert.data.glue import GLUE_TASKS, HUB_DATASET, GlueError, get_task, load_glue, tokenize_glue
+from flexibert.data.tokenization import load_tokenizer
+from flexibert.training.finetune import TOKENIZATION_FILE
+from flexibert.utils.cli import HelpFormatter
+from flexibert.utils.files import write_json_atomic
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -13,10 +13,10 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from flexibert.boshnas.adahessian import AdaHessian, hutchinson_diagonal
-from flexibert.boshnas.gobi import acquisition, gobi, snap_to_library
-from flexibert.boshnas.npn import NPN, NPNLinear, NPNReLU, NPNSigmoid
-from flexibert.boshnas.surrogate import Surrogate
+from flexibert.search.boshnas.adahessian import AdaHessian, hutchinson_diagonal
+from flexibert.search.boshnas.gobi import acquisition, gobi, snap_to_library
+from flexibert.search.boshnas.npn import NPN, NPNLinear, NPNReLU, NPNSigmoid
+from flexibert.search.boshnas.surrogate import Surrogate
 
 D = 16
 MC = 400_000

@@ -21,8 +21,8 @@ from sklearn.pipeline import make_pipeline
 
 from flexibert import prepare_demo_data as demo
 from flexibert import prepare_pretrain_dataset, save_roberta_tokenizer
-from flexibert.glue_data import TASKS, load_glue, read_glue_tsv, tokenize_glue
-from flexibert.tokenization import load_tokenizer
+from flexibert.data.glue import TASKS, load_glue, read_glue_tsv, tokenize_glue
+from flexibert.data.tokenization import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN, DEV = 2000, 500  # the defaults

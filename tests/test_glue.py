@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, finetune_flexibert, glue_score, load_all_glue_datasets, tokenize_glue_datasets
-from flexibert.glue_data import GLUE_TASKS, GlueError, get_task, load_glue, read_glue_tsv
-from flexibert.glue_metrics import DEFAULT_TASKS, compute_metrics, task_score
-from flexibert.glue_metrics import glue_score as glue_score_of
-from flexibert.io_utils import write_json_atomic
-from flexibert.tokenization import train_bpe_tokenizer
+from flexibert.data.glue import GLUE_TASKS, GlueError, get_task, load_glue, read_glue_tsv
+from flexibert.data.glue_metrics import DEFAULT_TASKS, compute_metrics, task_score
+from flexibert.data.glue_metrics import glue_score as glue_score_of
+from flexibert.data.tokenization import train_bpe_tokenizer
+from flexibert.utils.files import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"

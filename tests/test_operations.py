@@ -9,7 +9,7 @@ import torch
 from helpers import small_config
 
 from flexibert import FlexiBERTModel
-from flexibert.modeling_flexibert import dynamic_conv, relative_key_scores, spectral_mix
+from flexibert.models.modeling_flexibert import dynamic_conv, relative_key_scores, spectral_mix
 
 
 @pytest.mark.parametrize("shape", [(3, 7, 5), (2, 4, 16, 12), (1, 128, 64)])

@@ -28,8 +28,8 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLan
 from embeddings.graph import model_hash
 from embeddings.library import Library
 from flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, prepare_pretrain_dataset, pretrain_flexibert, save_roberta_tokenizer
-from flexibert.tokenization import load_tokenizer
-from flexibert.training_utils import build_model_from_args, checkpoints_in
+from flexibert.data.tokenization import load_tokenizer
+from flexibert.training.common import build_model_from_args, checkpoints_in
 
 ROOT = Path(__file__).resolve().parents[1]
 WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"

@@ -12,9 +12,9 @@ import pytest
 from embeddings.design_space import load_design_space
 from embeddings.library import Library
 from flexibert import run_boshnas
-from flexibert.search_journal import Journal, RunLock, SearchState
+from flexibert.models.weight_transfer import model_overlap
+from flexibert.search.journal import Journal, RunLock, SearchState
 from flexibert.synthetic_benchmark import synthetic_scores
-from flexibert.weight_transfer import model_overlap
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -197,7 +197,7 @@ def test_warm_started_models_pretrain_a_tenth_of_the_steps_unless_told(capsys):
 
 
 def test_strategies_propose_deterministically(search_files):
-    from flexibert.search_strategies import GaussianProcessBO, RandomSearch, RegularizedEvolution, SearchContext
+    from flexibert.search.strategies import GaussianProcessBO, RandomSearch, RegularizedEvolution, SearchContext
 
     library = Library.load(search_files["library"])
     truth = benchmark_scores(search_files["benchmark"])

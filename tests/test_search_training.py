@@ -9,7 +9,7 @@ import pytest
 
 from embeddings.library import Library
 from flexibert import prepare_pretrain_dataset, run_boshnas, save_roberta_tokenizer
-from flexibert.search_journal import Journal, SearchState
+from flexibert.search.journal import Journal, SearchState
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = [

@@ -23,9 +23,8 @@ import slurm_cluster
 
 from embeddings.library import Library
 from flexibert import run_boshnas
-from flexibert.executors import ENDED, FAILED, LOST, PENDING, RUNNING, JobRequest
-from flexibert.search_journal import Journal, SearchState
-from flexibert.slurm_executor import (
+from flexibert.cluster.base import ENDED, FAILED, LOST, PENDING, RUNNING, JobRequest
+from flexibert.cluster.slurm import (
     DEFAULT_SCRIPT,
     REPO,
     SlurmError,
@@ -36,6 +35,7 @@ from flexibert.slurm_executor import (
     settings_from_args,
     time_limit_seconds,
 )
+from flexibert.search.journal import Journal, SearchState
 from flexibert.synthetic_benchmark import synthetic_scores
 
 # The session fixture that starts the cluster (bound here so that pytest finds it; see tests/test_slurm_cluster.py).
@@ -156,7 +156,7 @@ class FakeSlurm:
 
 
 def test_jobs_squeue_forgot_are_looked_up_in_sacct_then_scontrol(monkeypatch):
-    monkeypatch.setattr("flexibert.slurm_executor.shutil.which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr("flexibert.cluster.slurm.shutil.which", lambda tool: f"/usr/bin/{tool}")
     executor = SlurmExecutor(SlurmSettings(), poll_interval=0)
     executor._run = fake = FakeSlurm()
     statuses = executor.poll(["1", "2", "3", "4", "5"])

@@ -7,7 +7,7 @@ import torch
 from helpers import BERT_TINY, FLEXIBERT_MINI, random_hetero_dict, random_standard_dict, small_config
 
 from flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, FlexiBERTModel, model_overlap, overlap_report
-from flexibert.weight_transfer import base_layout
+from flexibert.models.weight_transfer import base_layout
 
 HETERO = {"l": 3, "o": [["sa_sdp_8", "sa_wma_8", "c_9_8", "l_dft_8"], ["c_5_8", "l_dct_8"], ["sa_wma_16"]], "h": [32, 24, 24],
           "f": [[48, 32], [40], [32]]}

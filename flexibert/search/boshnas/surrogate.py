@@ -49,8 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from flexibert.boshnas.npn import NPN, aleatoric_loss
-from flexibert.io_utils import atomic_write
+from flexibert.search.boshnas.npn import NPN, aleatoric_loss
+from flexibert.utils.files import atomic_write
 
 _ADAM_LR_SCALE = 4.0
 _NPN_VARIANCE_LR_SCALE = 30.0
@@ -302,7 +302,7 @@ class Surrogate:
         self.fit_count = int(state["fit_count"])
 
     def save(self, path: str | Path) -> None:
-        """Write atomically (:func:`flexibert.io_utils.atomic_write`), so a crash never leaves half a file."""
+        """Write atomically (:func:`flexibert.utils.files.atomic_write`), so a crash never leaves half a file."""
         with atomic_write(path, "wb") as handle:
             torch.save(self.state_dict(), handle)
 

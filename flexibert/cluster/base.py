@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from flexibert.candidate_job import run_job
+from flexibert.search.job import run_job
 
 TOKEN_VARIABLE = "FLEXIBERT_JOB_TOKEN"
 PENDING, RUNNING, ENDED, FAILED, LOST = "pending", "running", "ended", "failed", "lost"

@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
 from embeddings.library import Library  # noqa: E402
-from flexibert.io_utils import atomic_write  # noqa: E402
-from flexibert.search_journal import SearchState  # noqa: E402
+from flexibert.search.journal import SearchState  # noqa: E402
+from flexibert.utils.files import atomic_write  # noqa: E402
 
 HISTORY_COLUMNS = ("index", "model_hash", "score", "method", "round", "neighbor", "wall_s", "attempts")
 LEADERBOARD_COLUMNS = ("rank", "model_hash", "score", "parameters", "method", "neighbor", "model_dict")

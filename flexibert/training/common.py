@@ -25,9 +25,9 @@ from transformers.trainer_utils import get_last_checkpoint
 import flexibert
 from embeddings.graph import model_hash as compute_model_hash
 from embeddings.library import Library, LibraryFileError
-from flexibert.io_utils import write_json_atomic
-from flexibert.modeling_flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, FlexiBERTPreTrainedModel, parse_model_dict
-from flexibert.weight_transfer import TransferReport
+from flexibert.models.modeling_flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, FlexiBERTPreTrainedModel, parse_model_dict
+from flexibert.models.weight_transfer import TransferReport
+from flexibert.utils.files import write_json_atomic
 
 __all__ = [  # write_json_atomic lives in io_utils (shared with the GLUE scripts) and is re-exported here
     "BuiltModel", "CheckpointOnSignal", "ConfigurationError", "add_training_arguments", "build_model_from_args", "check_precision",

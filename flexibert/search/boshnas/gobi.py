@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from scipy.spatial.distance import cdist
 
-from flexibert.boshnas.adahessian import AdaHessian
-from flexibert.boshnas.surrogate import Surrogate
+from flexibert.search.boshnas.adahessian import AdaHessian
+from flexibert.search.boshnas.surrogate import Surrogate
 
 # The original's AdaHessian rate; its step is close to lr times a Newton step, whatever the embeddings' scale.
 ADAHESSIAN_LR = 0.5

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from flexibert.glue_data import GLUE_TASKS, GlueError, GlueTask, get_task
+from flexibert.data.glue import GLUE_TASKS, GlueError, GlueTask, get_task
 
 DEFAULT_TASKS: tuple[str, ...] = tuple(t for t in GLUE_TASKS if t != "wnli")
 SCORE_METRICS: dict[str, tuple[str, ...]] = {

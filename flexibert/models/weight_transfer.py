@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from embeddings.model_dict import LayerSpec
-from flexibert.modeling_flexibert import FlexiBERTConfig
+from flexibert.models.configuration_flexibert import FlexiBERTConfig
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,7 @@
-"""Small helpers shared by the stage scripts: atomic JSON files and the command-line help format."""
+"""Files that readers may see at any moment (a resumed search, another job) are written whole or not at all."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -10,15 +9,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show each flag's default (not the empty ones: None, False) and keep a docstring's example commands as written."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
 
 
 @contextmanager

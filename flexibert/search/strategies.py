@@ -184,7 +184,7 @@ class Boshnas:
     name = "boshnas"
 
     def __init__(self, settings: BoshnasSettings, run_dir: Path | None = None):
-        from flexibert.boshnas.surrogate import Surrogate
+        from flexibert.search.boshnas.surrogate import Surrogate
 
         self.settings, self.run_dir = settings, run_dir
         self._surrogate_class = Surrogate
@@ -228,13 +228,13 @@ class Boshnas:
                 self.state["surrogate_round"] = round_index
 
     def _acquisition(self, x: np.ndarray, use_aleatoric: bool) -> np.ndarray:
-        from flexibert.boshnas.gobi import acquisition
+        from flexibert.search.boshnas.gobi import acquisition
 
         mean, epistemic, aleatoric = self.surrogate.predict(x)
         return acquisition(mean, epistemic, aleatoric, self.settings.k1, self.settings.k2, use_aleatoric)
 
     def _optimize(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[int]:
-        from flexibert.boshnas.gobi import gobi, snap_to_library
+        from flexibert.search.boshnas.gobi import gobi, snap_to_library
 
         s, features = self.settings, context.features
         use_aleatoric = self.state["same"] >= s.patience

@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flexibert.executors import ENDED, FAILED, LOST, PENDING, RUNNING, TOKEN_VARIABLE, JobRequest, JobStatus
+from flexibert.cluster.base import ENDED, FAILED, LOST, PENDING, RUNNING, TOKEN_VARIABLE, JobRequest, JobStatus
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SCRIPT = REPO / "slurm" / "candidate_job.sbatch"
 CLIENT_TOOLS = ("sbatch", "squeue", "scontrol")
 COMMAND_TIMEOUT_S = 120  # SLURM clients retry an unreachable slurmctld for ~10-20 s before they give up

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import BertForMaskedLM, BertForSequenceClassification, BertModel, PreTrainedModel
 
-from flexibert.modeling_flexibert import (
+from flexibert.models.modeling_flexibert import (
     FlexiBERTConfig,
     FlexiBERTForMaskedLM,
     FlexiBERTForSequenceClassification,

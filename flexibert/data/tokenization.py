@@ -43,3 +43,17 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
             f"cannot load a tokenizer from {name_or_path!r}: save one with `python flexibert/save_roberta_tokenizer.py "
             f"--output_dir DIR` (online) or `... --train_files FILE ...` (offline)"
         ) from err
+
+
+def save_hub_tokenizer(name: str, output_dir: str | Path) -> PreTrainedTokenizerBase:
+    """Download a hub tokenizer (``roberta-base``) and save it; without the hub, the error says how to train one offline."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise OSError(
+            f"cannot download the {name!r} tokenizer ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
+            "Without the Hugging Face hub, train one offline on your corpus instead: "
+            f"python flexibert/save_roberta_tokenizer.py --output_dir {output_dir} --train_files FILE [FILE ...]"
+        ) from None
+    tokenizer.save_pretrained(str(output_dir))
+    return tokenizer

@@ -1,0 +1,1 @@
+"""Where candidate jobs run: one executor interface, with inline, local-subprocess and SLURM back ends."""

@@ -1,0 +1,185 @@
+"""Hierarchical step: interpolate between the best trained models of a library to build the next, finer library.
+
+The search first explores a coarse library (layers tied in stacks of ``--old_layers_per_stack``);
+this step takes its best-scoring models, interpolates each with its stored neighbours and with the
+other top models at the finer ``--new_layers_per_stack`` (embeddings/interpolation.py), and saves
+the candidates as a new library with embeddings and neighbours, ready for the next search.
+
+    python flexibert/hierarchical.py --old_dataset_file dataset/dataset_test.json --run_dir runs/test \\
+        --new_dataset_file dataset/dataset_test_2.json --old_layers_per_stack 2 --new_layers_per_stack 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import random
+import re
+import sys
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from embeddings.design_space import GLUE_TASK_NAMES, load_design_space
+from embeddings.interpolation import check_layers_per_stack, count_candidates, interpolate
+from embeddings.library import Library
+from embeddings.library_builder import add_embedding_arguments
+
+SCORE_KEY = "glue_score"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Build the next, finer graph library by interpolating between the best trained models of a library "
+        "and their neighbours. Scores come from --run_dir, --models_dir, or else the old library's 'performances' column.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--design_space_file", help="design-space YAML stored in the new library; if not given, the old library's")
+    parser.add_argument("--old_dataset_file", required=True, help="library the models were searched in (with neighbours)")
+    parser.add_argument("--new_dataset_file", help="output library; if not given, <old name>_level<k>.json beside the old one")
+    parser.add_argument("--run_dir", help=f"search run directory; scores are '{SCORE_KEY}' in <run_dir>/models/<hash>/results.json")
+    parser.add_argument("--models_dir", help=f"original layout; scores are '{SCORE_KEY}' in <models_dir>/glue/<hash>/all_results.json")
+    parser.add_argument("--dataset", choices=GLUE_TASK_NAMES, help="GLUE task stored in the new library; if not given, the old library's")
+    parser.add_argument("--old_layers_per_stack", type=int, default=2, help="layers per stack of the old library")
+    parser.add_argument("--new_layers_per_stack", type=int, default=1, help="layers per stack of the new library (divides the old)")
+    parser.add_argument("--heterogeneous_feed_forward", action="store_true",
+                        help="interpolate FF widths per sub-layer (keeps heterogeneous FF stacks) instead of one width per layer")
+    parser.add_argument("--top_models", type=int, default=5, help="best models to interpolate from (the original's TOP_NUM_MODELS)")
+    parser.add_argument("--neighbors_per_model", type=int, default=5, help="stored neighbours of each top model to interpolate with")
+    parser.add_argument("--max_candidates_per_pair", type=int, default=10000,
+                        help="a pair with more candidates is sampled down to this many (seeded)")
+    add_embedding_arguments(parser)
+    parser.add_argument("--seed", type=int, default=0, help="seed of candidate sampling and of the embedding")
+    parser.add_argument("--n_jobs", type=int, default=1, help="kept for the original's command lines; unused")
+    parser.add_argument("--overwrite", action="store_true", help="replace --new_dataset_file if it exists")
+    args = parser.parse_args(argv)
+    try:
+        check_layers_per_stack(args.old_layers_per_stack, args.new_layers_per_stack)
+    except ValueError as err:
+        parser.error(str(err))
+    for name in ("top_models", "max_candidates_per_pair"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.neighbors_per_model < 0:
+        parser.error("--neighbors_per_model must be at least 0")
+    return args
+
+
+def _scores_in(root: Path, filename: str) -> dict[str, float]:
+    """``{hash: score}`` from ``root/<hash>/<filename>``; unfinished or failed models (no score) are left out."""
+    scores = {}
+    for path in sorted(root.glob(f"*/{filename}")):
+        try:
+            score = json.loads(path.read_text()).get(SCORE_KEY)
+        except (OSError, json.JSONDecodeError, AttributeError) as err:
+            print(f"warning: {path}: unreadable ({err}); skipped", file=sys.stderr)
+            continue
+        if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
+            scores[path.parent.name] = float(score)
+    return scores
+
+
+def read_scores(args: argparse.Namespace, library: Library) -> dict[str, float]:
+    """Scores of the library's trained models, by hash; an error says where it looked if there are none."""
+    scores: dict[str, float] = {}
+    looked = []
+    if args.models_dir:
+        root = Path(args.models_dir) / "glue"
+        scores.update(_scores_in(root, "all_results.json"))
+        looked.append(f"{root}/<hash>/all_results.json")
+    if args.run_dir:
+        root = Path(args.run_dir) / "models"
+        scores.update(_scores_in(root, "results.json"))
+        looked.append(f"{root}/<hash>/results.json")
+    if not looked:
+        scores = {h: float(p) for h, p in zip(library.hashes, library.performances, strict=True) if p is not None}
+        looked.append(f"the 'performances' column of {args.old_dataset_file}")
+    unknown = [h for h in scores if h not in library]
+    if unknown:
+        print(f"warning: {len(unknown)} scored model(s) are not in {args.old_dataset_file}, skipped: {', '.join(unknown[:3])}"
+              f"{', ...' if len(unknown) > 3 else ''}", file=sys.stderr)
+    scores = {h: s for h, s in scores.items() if h in library}
+    if not scores:
+        raise ValueError(f"no scored models of {args.old_dataset_file} found; looked in {' and '.join(looked)}")
+    return scores
+
+
+def is_homogeneous(model_dict: dict) -> bool:
+    """Every layer the same (one value for each of h, n, o, f and p)."""
+    return all(model_dict[k].count(model_dict[k][0]) == len(model_dict[k]) for k in ("h", "n", "o", "f", "p") if k in model_dict)
+
+
+def top_models(scores: dict[str, float], library: Library, count: int) -> list[str]:
+    """Best ``count`` models by score; ties go to the earlier model of the library (deterministic)."""
+    return sorted(scores, key=lambda h: (-scores[h], library.index(h)))[:count]
+
+
+def print_summary(scores: dict[str, float], top: list[str], library: Library) -> None:
+    homogeneous = sum(is_homogeneous(library.model_dict(h)) for h in scores)
+    print(f"{len(scores)} scored models: {homogeneous} homogeneous, {len(scores) - homogeneous} heterogeneous")
+    print(f"best model: {top[0]} ({SCORE_KEY} {scores[top[0]]:.4f}): {json.dumps(library.model_dict(top[0]))}")
+    print(f"top {len(top)}:")
+    for rank, h in enumerate(top, 1):
+        print(f"  {rank}. {h}  {scores[h]:.4f}")
+
+
+def collect_candidates(library: Library, top: list[str], args: argparse.Namespace) -> dict[str, dict]:
+    """Interpolate every top model with itself (so it is kept), its first neighbours and the other top models."""
+    if args.neighbors_per_model and library.neighbors is None:
+        raise ValueError(f"{args.old_dataset_file} has no neighbours; build them with embeddings/generate_library.py "
+                         "or pass --neighbors_per_model 0")
+    pairs = [(h, h) for h in top]
+    if args.neighbors_per_model:
+        pairs += [(h, n) for h in top for n in library.neighbors_of(h)[: args.neighbors_per_model]]
+    pairs += list(itertools.combinations(top, 2))
+    pairs = list(dict.fromkeys(tuple(sorted(pair)) for pair in pairs))  # each unordered pair once (a x b = b x a)
+    rng = random.Random(args.seed)
+    settings = (args.old_layers_per_stack, args.new_layers_per_stack, args.heterogeneous_feed_forward)
+    candidates: dict[str, dict] = {}
+    for first, second in tqdm(pairs, desc="interpolating", unit="pair", disable=len(pairs) < 20):
+        parents = library.model_dict(first), library.model_dict(second)
+        total = count_candidates(*parents, *settings)
+        if total > args.max_candidates_per_pair:
+            print(f"pair {first[:12]} x {second[:12]}: {total:,} candidates, sampling {args.max_candidates_per_pair:,} (seed {args.seed})")
+        found = interpolate(*parents, *settings, max_candidates=args.max_candidates_per_pair, rng=rng)
+        for digest, model_dict in found.items():
+            candidates.setdefault(digest, model_dict)
+    print(f"{len(pairs)} pairs gave {len(candidates):,} distinct candidates")
+    return candidates
+
+
+def default_output(old_file: str, level: int) -> Path:
+    """``dataset/x.json`` (level 1) -> ``dataset/x_level2.json``; ``x_level2.json`` -> ``x_level3.json``."""
+    old = Path(old_file)
+    stem = re.sub(r"_level\d+$", "", old.stem)
+    return old.with_name(f"{stem}_level{level}.json")
+
+
+def next_level_library(args: argparse.Namespace) -> tuple[Library, Path]:
+    """The next, finer library around the best models of ``args.old_dataset_file``, and where it is to be saved."""
+    old = Library.load(args.old_dataset_file)
+    level = int(old.metadata.get("hierarchy_level", 1)) + 1
+    output = Path(args.new_dataset_file) if args.new_dataset_file else default_output(args.old_dataset_file, level)
+    if output.resolve() == Path(args.old_dataset_file).resolve():
+        raise ValueError("--new_dataset_file must differ from --old_dataset_file")
+    if output.exists() and not args.overwrite:
+        raise ValueError(f"{output} exists; pass --overwrite to rebuild it")
+    stored_lps = old.metadata.get("layers_per_stack")
+    if stored_lps is not None and stored_lps != args.old_layers_per_stack:
+        print(f"warning: {args.old_dataset_file} was built with {stored_lps} layers per stack, "
+              f"but --old_layers_per_stack is {args.old_layers_per_stack}", file=sys.stderr)
+    scores = read_scores(args, old)
+    top = top_models(scores, old, args.top_models)
+    print_summary(scores, top, old)
+    candidates = collect_candidates(old, top, args)
+    space = load_design_space(args.design_space_file) if args.design_space_file else None
+    design = {"design_space": space.architecture(), "ops_list": space.ops_list()} if space else {
+        "design_space": old.design_space, "ops_list": old.ops_list}
+    new = Library(model_dicts=list(candidates.values()), hashes=list(candidates), dataset=args.dataset or old.dataset, **design)
+    new.metadata.update(hierarchy_level=level, layers_per_stack=args.new_layers_per_stack,
+                        heterogeneous_feed_forward=args.heterogeneous_feed_forward, parent_library=str(args.old_dataset_file),
+                        top_models=top)
+    new.build_embeddings(args.embedding_size, args.algo, args.num_neighbors, args.neighbor_method, args.seed)
+    return new, output

@@ -1,0 +1,1 @@
+"""Helpers every concern uses: atomic files and the command-line help format."""
