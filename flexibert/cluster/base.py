@@ -18,11 +18,10 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-
-from flexibert.search.job import run_job
 
 TOKEN_VARIABLE = "FLEXIBERT_JOB_TOKEN"
 PENDING, RUNNING, ENDED, FAILED, LOST = "pending", "running", "ended", "failed", "lost"
@@ -75,7 +74,8 @@ class InlineExecutor:
     name = "inline"
     cancel_on_stop = False
 
-    def __init__(self) -> None:
+    def __init__(self, job: Callable[[JobRequest], object]) -> None:
+        self.job = job
         self._status: dict[str, JobStatus] = {}
 
     def submit(self, request: JobRequest) -> str:
@@ -83,7 +83,7 @@ class InlineExecutor:
         request.log.parent.mkdir(parents=True, exist_ok=True)
         with open(request.log, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             try:
-                run_job(request.run_dir, request.model_hash, request.neighbor, request.attempt)
+                self.job(request)
                 self._status[job_id] = JobStatus(ENDED)
             except (Exception, SystemExit) as err:  # the job failed; the controller retries it, so record why
                 traceback.print_exc(file=log)

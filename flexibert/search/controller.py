@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import signal
 import sys
@@ -32,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from embeddings.library import Library, LibraryFileError
-from flexibert.cluster.base import ENDED, InlineExecutor, JobRequest, LocalExecutor
-from flexibert.cluster.slurm import add_slurm_arguments
+from flexibert.cluster import add_executor_arguments, create_executor
+from flexibert.cluster.base import ENDED, JobRequest
 from flexibert.data.glue import GLUE_TASKS
 from flexibert.data.glue_metrics import DEFAULT_TASKS
 from flexibert.models.weight_transfer import model_overlap
-from flexibert.search.job import JOB_CONFIG_FILE, RESULTS_FILE, SCORE_KEY, load_library, model_dir
+from flexibert.search.job import JOB_CONFIG_FILE, RESULTS_FILE, SCORE_KEY, load_library, model_dir, run_request
 from flexibert.search.journal import Candidate, Journal, RunDirError, RunLock, SearchState
 from flexibert.search.report import write_plots, write_scored_library, write_tables
 from flexibert.search.strategies import (
@@ -55,7 +54,6 @@ from flexibert.training.pretrain import parse_args as pretrain_parse_args
 from flexibert.utils.cli import HelpFormatter
 from flexibert.utils.files import write_json_atomic
 
-EXECUTORS = ("inline", "local", "slurm")
 # Settings a resumed run must share with the run it continues: they decide what is proposed and how models are scored.
 FIXED_SETTINGS = ("dataset_file", "strategy", "seed", "num_init", "tasks", "benchmark_file", "benchmark_metric",
                   "transfer_threshold", "no_transfer", "boshnas", "evolution", "job")
@@ -84,12 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='look scores up in {"entries": [{"model_dict": ..., "scores": {...}}]} instead of training')
     search.add_argument("--benchmark_metric", default="glue", help="which score of --benchmark_file (0-100)")
 
-    run = parser.add_argument_group("executor")
-    run.add_argument("--executor", choices=EXECUTORS, default="local",
-                     help="where jobs run: in this process, as subprocesses on this machine, or on SLURM")
-    run.add_argument("--poll_interval", type=float, default=5.0, help="seconds between status checks of running jobs")
-    run.add_argument("--job_threads", type=int, help="CPU threads per local job (default: cores / --max_concurrent)")
-    add_slurm_arguments(parser)
+    add_executor_arguments(parser)
 
     transfer = parser.add_argument_group("knowledge transfer")
     transfer.add_argument("--transfer_threshold", type=float, default=0.8,
@@ -215,17 +208,6 @@ def make_strategy(args: argparse.Namespace, run_dir: Path):
     if args.strategy == "gp":
         return GaussianProcessBO(seed=args.seed)
     return RandomSearch()
-
-
-def make_executor(args: argparse.Namespace):
-    if args.executor == "inline":
-        return InlineExecutor()
-    if args.executor == "local":
-        threads = args.job_threads or max(1, (os.cpu_count() or 1) // args.max_concurrent)
-        return LocalExecutor(threads=threads, poll_interval=args.poll_interval)
-    from flexibert.cluster.slurm import SlurmExecutor
-
-    return SlurmExecutor.from_args(args)
 
 
 class Controller:
@@ -455,7 +437,7 @@ def run_search(args: argparse.Namespace) -> SearchState:
         state = open_run(args, run_dir, journal)
         strategy = make_strategy(args, run_dir)
         strategy.load_state_dict(state.strategy_state)
-        controller = Controller(args, run_dir, journal, state, library, strategy, make_executor(args))
+        controller = Controller(args, run_dir, journal, state, library, strategy, create_executor(args, run_request))
         previous = {sig: signal.signal(sig, controller.stop_requested) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             reason = controller.run()

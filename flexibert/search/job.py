@@ -23,6 +23,7 @@ import torch
 
 from embeddings.graph import model_hash as compute_model_hash
 from embeddings.library import Library
+from flexibert.cluster.base import JobRequest
 from flexibert.models.modeling_flexibert import FlexiBERTConfig, FlexiBERTModel
 from flexibert.training.common import count_parameters, is_main_process
 from flexibert.training.glue_score import parse_args as parse_glue_args
@@ -167,3 +168,6 @@ def run_job(run_dir: str | Path, model_hash: str, neighbor: str | None = None, a
     return None
 
 
+def run_request(request: JobRequest) -> dict | None:
+    """Run a whole candidate job in this process (what the inline executor does with a submission)."""
+    return run_job(request.run_dir, request.model_hash, request.neighbor, request.attempt)
