@@ -10,7 +10,7 @@ model (``--max_concurrent 1``), always by optimisation (GOBI), the costly branch
 - BOSHNAS as run_boshnas.py runs it: surrogate warm-started from the previous round, mini-batches of 16,
   all GOBI restarts as one batched tensor;
 - the same with the surrogate refitted from scratch every round (what warm starting saves);
-- the original's method (spec §1.3, §1.6): batch-size-1 training of the same networks, one GOBI run per
+- the original's method: batch-size-1 training of the same networks, one GOBI run per
   start point (the original ran them in a thread pool; 2 cores here);
 - GP-based BO (scikit-learn, expected improvement over every untried model) and random search.
 
@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from embeddings.library import Library
+from flexibert.search.benchmarks import synthetic_scores
 from flexibert.search.boshnas.gobi import gobi, snap_to_library
 from flexibert.search.boshnas.surrogate import Surrogate
 from flexibert.search.strategies import Boshnas, BoshnasSettings, GaussianProcessBO, RandomSearch, SearchContext
-from flexibert.synthetic_benchmark import synthetic_scores
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 5.0

@@ -7,7 +7,7 @@ distances, 16-d embeddings, 100 biased neighbours) in a child process whose peak
 The original's cost for the same library is extrapolated from timed units of its method, run here
 in this process: networkx ``optimize_graph_edit_distance`` (first yield) on 1 % of all pairs, and one
 ``sklearn.metrics.pairwise_distances`` call per pair inside the biased neighbour sort (its two
-dominant stages; spec §6 measured 13 h for the test space). Targets on 2 cores: test at lps 2
+dominant stages; the original took 13 h for the test space). Targets on 2 cores: test at lps 2
 <= 60 s and <= 2 GB; small at lps 2 <= 10 min and <= 6 GB; fidelity (Spearman) >= 0.9.
 """
 

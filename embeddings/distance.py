@@ -1,6 +1,6 @@
 """Graph edit distance between architecture graphs: the cost of one concrete edit path, vectorised over pairs.
 
-Cost model of the original (spec §3.2): substituting a node costs the difference of the two labels'
+Cost model of the original: substituting a node costs the difference of the two labels'
 ranks, inserting or deleting one costs its rank, each inserted or deleted edge 0.1. The value is the
 cost of an explicit node mapping (``edit_path`` returns it), so it is never below the exact GED.
 

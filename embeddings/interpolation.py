@@ -6,9 +6,8 @@ of the others, one value per attribute among the two parents' values in that old
 hidden size ``h``, operation ``o`` with its parameter ``p``, and the feed-forward stack (its number of
 sub-layers and widths). If the depths differ, the deeper parent's extra layers are appended unchanged.
 
-This is the original's ``interpolate_neighbors`` (spec graph_library.md §5.3) with its bugs fixed
-(§8 bugs 5-8): a parameter both parents share is one option, not two; heterogeneous feed-forward
-widths are kept per sub-layer; the tail is copied layer by layer and the shallower, truncated
+This is the original's ``interpolate_neighbors`` with its bugs fixed: a parameter both parents share is one option, not
+two; heterogeneous feed-forward widths are kept per sub-layer; the tail is copied layer by layer and the shallower, truncated
 candidates are not emitted; candidates are deduplicated by graph hash.
 """
 

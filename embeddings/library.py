@@ -13,6 +13,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,14 @@ def hash_all(model_dicts: Sequence[dict], n_jobs: int = 1) -> list[str]:
             chunks = pool.imap(model_hash, model_dicts, chunksize=256)
             return list(tqdm(chunks, total=len(model_dicts), desc="hashing", unit="model"))
     return [model_hash(d) for d in tqdm(model_dicts, desc="hashing", unit="model", disable=len(model_dicts) < 2000)]
+
+
+@lru_cache(maxsize=2)
+def _library(path: str, mtime: float | None) -> Library:
+    return Library.load(path)
+
+
+def load_shared(path: str | Path) -> Library:
+    """The library at ``path``, read once per process (and again if the file changes): a search and its inline jobs share it."""
+    path = Path(path)
+    return _library(str(path.resolve()), path.stat().st_mtime if path.is_file() else None)  # a missing file: Library.load says so

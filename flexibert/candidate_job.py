@@ -18,7 +18,8 @@ import sys
 
 from flexibert.data.glue import GlueError
 from flexibert.search.job import STAGES, JobError, run_job
-from flexibert.training.common import ConfigurationError, close_distributed
+from flexibert.training.distributed import close_distributed
+from flexibert.training.settings import ConfigurationError
 from flexibert.utils.cli import HelpFormatter
 
 

@@ -26,9 +26,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from flexibert.search.controller import SearchError, run_search  # noqa: E402
-from flexibert.search.controller import parse_args as search_args  # noqa: E402
+from flexibert.cluster.base import ExecutorError  # noqa: E402
+from flexibert.search.controller import run_search  # noqa: E402
 from flexibert.search.journal import RunDirError  # noqa: E402
+from flexibert.search.layout import RunLayout  # noqa: E402
+from flexibert.search.settings import SearchError  # noqa: E402
+from flexibert.search.settings import parse_args as search_args  # noqa: E402
 from flexibert.search.strategies import STRATEGIES  # noqa: E402
 from flexibert.utils.cli import HelpFormatter  # noqa: E402
 
@@ -39,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--dataset_file", required=True, help="graph library JSON")
     parser.add_argument("--benchmark_file", required=True, help="benchmark JSON with a score for every library model")
     parser.add_argument("--benchmark_metric", default="glue", help="which score of the benchmark file")
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES), help="strategies to compare")
+    parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES), help="strategies to compare")
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="one run per strategy and seed")
     parser.add_argument("--budget", type=int, default=50, help="models evaluated per run")
     parser.add_argument("--report_budgets", nargs="+", type=int, help="budgets of the table (default: a quarter, half and all of --budget)")
@@ -68,10 +71,10 @@ def run_all(args: argparse.Namespace, passed_on: list[str]) -> dict[str, np.ndar
         argv = ["--dataset_file", args.dataset_file, "--benchmark_file", args.benchmark_file, "--benchmark_metric",
                 args.benchmark_metric, "--executor", "inline", "--strategy", strategy, "--seed", str(seed), "--budget",
                 str(args.budget), "--run_dir", str(run_dir), *passed_on]
-        with open(run_dir / "controller.log", "a") as log, contextlib.redirect_stdout(log):
+        with open(RunLayout(run_dir).console_log, "a") as log, contextlib.redirect_stdout(log):
             try:
                 state = run_search(search_args(argv))
-            except (SearchError, RunDirError) as err:
+            except (SearchError, RunDirError, ExecutorError) as err:
                 raise SystemExit(f"error: {err}") from None
         if state.stopped is None:  # Ctrl-C or a kill signal reached the search: stop the whole comparison
             raise SystemExit(f"interrupted in {run_dir}; re-run the same command to resume the comparison")

@@ -33,10 +33,11 @@ from flexibert.data.demo_corpus import prepare_demo_data
 from flexibert.data.pretraining_corpus import parse_args as corpus_args
 from flexibert.data.pretraining_corpus import prepare_and_save
 from flexibert.data.tokenization import save_hub_tokenizer, train_bpe_tokenizer
-from flexibert.search.controller import parse_args as search_args
 from flexibert.search.controller import run_search
 from flexibert.search.hierarchy import next_level_library
 from flexibert.search.hierarchy import parse_args as hierarchy_args
+from flexibert.search.layout import RunLayout
+from flexibert.search.settings import parse_args as search_args
 from flexibert.utils.cli import HelpFormatter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -155,7 +156,7 @@ def next_level(out: Path, library: Path, run_dir: Path) -> Path:
 
 
 def top_rows(run_dir: Path, count: int = 5) -> list[dict]:
-    with open(run_dir / "leaderboard.csv", newline="") as handle:
+    with open(RunLayout(run_dir).leaderboard_csv, newline="") as handle:
         return list(csv.DictReader(handle))[:count]
 
 
@@ -181,8 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
     step(6, "summary")
     rows = top_rows(out / "search")
     print(f"output folder: {out}\ndata: {data['description']}\nGLUE tasks scored: {', '.join(data['tasks'])}")
-    print(f"search: {len(state.finished)} models scored, {len(state.failed())} failed; leaderboard {out / 'search' / 'leaderboard.md'}; "
-          f"plots in {out / 'search' / 'report'}")
+    run = RunLayout(out / "search")
+    print(f"search: {len(state.finished)} models scored, {len(state.failed())} failed; leaderboard {run.leaderboard_md}; "
+          f"plots in {run.report}")
     print(f"next-level library: {finer} ({len(Library.load(finer))} models)")
     print("\ntop of the leaderboard:\n  rank  score  parameters  found by      model")
     for row in rows:

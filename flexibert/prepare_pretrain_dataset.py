@@ -42,7 +42,7 @@ from flexibert.data.pretraining_corpus import CorpusError, parse_args, prepare_a
 
 
 def main(argv: list[str] | None = None) -> DatasetDict:
-    args = parse_args(argv)
+    args = parse_args(argv, description=__doc__)
     start = time.perf_counter()
     try:
         packed, info = prepare_and_save(args)

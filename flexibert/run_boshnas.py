@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import sys
 
-from flexibert.search.controller import SearchError, parse_args, run_search
+from flexibert.cluster.base import ExecutorError
+from flexibert.search.controller import run_search
 from flexibert.search.journal import RunDirError, SearchState
+from flexibert.search.settings import SearchError, parse_args
 
 
 def main(argv: list[str] | None = None) -> SearchState:
-    args = parse_args(argv)
+    args = parse_args(argv, description=__doc__)
     try:
         return run_search(args)
-    except (SearchError, RunDirError) as err:
+    except (SearchError, RunDirError, ExecutorError) as err:
         sys.exit(f"error: {err}")
 
 

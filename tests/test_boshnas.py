@@ -20,7 +20,7 @@ from flexibert.search.boshnas.surrogate import Surrogate
 
 D = 16
 MC = 400_000
-# The spec's contract for AdaHessian is loss.backward(create_graph=True), which torch warns about.
+# AdaHessian's contract is loss.backward(create_graph=True), which torch warns about.
 pytestmark = [pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning"),
               pytest.mark.usefixtures("one_torch_thread")]
 
@@ -112,7 +112,7 @@ def test_npn_relu_moments_match_monte_carlo():
 
 
 def test_npn_sigmoid_moments_match_monte_carlo():
-    """The spec's probit approximation: the mean is close; the variance is a loose (over)estimate."""
+    """The probit approximation: the mean is close; the variance is a loose (over)estimate."""
     mean = torch.tensor([-3.0, -1.0, 0.0, 0.5, 2.0, 4.0], dtype=torch.float64)
     var = torch.tensor([0.01, 0.5, 1.0, 3.0, 0.2, 5.0], dtype=torch.float64)
     out_mean, out_var = NPNSigmoid()(mean, var)

@@ -1,4 +1,4 @@
-"""Design spaces (spec graph_library.md §1): YAML schema errors, op vocabulary, counts and enumeration order."""
+"""Design spaces: YAML schema errors, op vocabulary, counts and enumeration order."""
 
 import itertools
 import json
@@ -25,7 +25,7 @@ def raw(path: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------
-# Independent reference enumerator, written from spec §1.4 (loop nest n -> h -> o -> nff -> p -> f)
+# Independent reference enumerator (loop nest n -> h -> o -> nff -> p -> f)
 # ------------------------------------------------------------------------------------------
 
 
@@ -123,7 +123,7 @@ def test_odd_heads_allowed_without_convolution():
 
 
 # ------------------------------------------------------------------------------------------
-# ops_list (§1.2)
+# ops_list
 # ------------------------------------------------------------------------------------------
 
 
@@ -155,7 +155,7 @@ def test_ops_list_follows_yaml_order():
 
 
 # ------------------------------------------------------------------------------------------
-# Counts (§1.5), checked against Σ_L c^(L/lps) written out here
+# Counts, checked against Σ_L c^(L/lps) written out here
 # ------------------------------------------------------------------------------------------
 
 
@@ -214,7 +214,7 @@ def test_count_tiny():
 
 
 # ------------------------------------------------------------------------------------------
-# Enumeration order (§1.4)
+# Enumeration order
 # ------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The edit distance of ``embeddings.distance`` against exact graph edit distances (spec §3.2 cost model).
+"""The edit distance of ``embeddings.distance`` against exact graph edit distances (the original's cost model).
 
 Two references, both real solvers: networkx's ``graph_edit_distance`` (the original's solver, run without
 a timeout on graphs small enough for it to finish) and an exact binary linear program solved by scipy's
@@ -147,7 +147,7 @@ def test_label_ranks_do_not_depend_on_order_or_hash_seed() -> None:
     assert json.loads(out) == ranks
 
 
-# --- the spec's examples ---------------------------------------------------------------------------------------
+# --- worked examples -------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("change", "expected", "first_yield"), [

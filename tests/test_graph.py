@@ -1,4 +1,4 @@
-"""Architecture graphs and their WL sha256 hash (spec graph_library.md §2)."""
+"""Architecture graphs and their WL sha256 hash."""
 
 import hashlib
 import random
@@ -19,7 +19,7 @@ HETERO_PERMUTED = {**HETERO, "o": [["c_9_64", "l_dct_64", "sa_sdp_64", "sa_wma_6
 
 
 # ------------------------------------------------------------------------------------------
-# Independent reference: graph (spec §2.1-2.2) and WL hash (spec §2.3) written from the spec
+# Independent reference: graph and WL hash written from their definitions
 # ------------------------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ SHORT = {"l": 2, "h": [128, 128], "n": [2, 2], "o": ["c", "c"], "f": [[512], [51
 
 
 def expected_count(first: dict, second: dict, old_lps: int, new_lps: int) -> int:
-    """Spec §5.3's size formula with a shared value counted once: per old stack, the product of the number of
+    """The interpolation's size formula with a shared value counted once: per old stack, the product of the number of
     distinct values of n, h, nff, FF width and (o, p), raised to the number of new stacks per old stack."""
     total = 1
     for i in range(0, min(first["l"], second["l"]), old_lps):

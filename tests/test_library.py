@@ -101,7 +101,7 @@ def test_num_neighbors_is_clipped_with_a_warning(sample) -> None:
 
 
 def test_biased_order_prefers_shared_leading_layers(test_library: Library) -> None:
-    """Spec §3.4: BERT-Tiny-like model 0's first neighbour keeps its first layer and its heads."""
+    """Biased neighbours: BERT-Tiny-like model 0's first neighbour keeps its first layer and its heads."""
     sub = Library.from_model_dicts(test_library.model_dicts[:96])
     sub.build_embeddings(num_neighbors=10)
     first = model_graph(sub.model_dict(sub.neighbors[0][0])).labels

@@ -62,7 +62,7 @@ def test_random_dicts_of_both_formats_run(rng):
             assert count(model) == expected_parameters(d, vocab=101, positions=40)
 
 
-# Counts from spec/model.md §7 (original code, V=30522) minus what the original wasted: the unused
+# Counts of the original code (V=30522) minus what the original wasted: the unused
 # position table (514*h0), W on sdp/l layers (a^2 per standard 'sa' layer with sdp), key on 'l' layers.
 SPEC_COUNTS = [
     (BERT_TINY, 4_525_696 - 514 * 128 - 2 * 64 * 64),

@@ -13,8 +13,8 @@ from embeddings.design_space import load_design_space
 from embeddings.library import Library
 from flexibert import run_boshnas
 from flexibert.models.weight_transfer import model_overlap
+from flexibert.search.benchmarks import synthetic_scores
 from flexibert.search.journal import Journal, RunLock, SearchState
-from flexibert.synthetic_benchmark import synthetic_scores
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -197,12 +197,12 @@ def test_warm_started_models_pretrain_a_tenth_of_the_steps_unless_told(capsys):
 
 
 def test_strategies_propose_deterministically(search_files):
-    from flexibert.search.strategies import GaussianProcessBO, RandomSearch, RegularizedEvolution, SearchContext
+    from flexibert.search.strategies import EvolutionSettings, GaussianProcessBO, RandomSearch, RegularizedEvolution, SearchContext
 
     library = Library.load(search_files["library"])
     truth = benchmark_scores(search_files["benchmark"])
     scores = {h: truth[h] for h in library.hashes[:40:4]}
-    for strategy in (RandomSearch(), RegularizedEvolution(5, 3), GaussianProcessBO(seed=1)):
+    for strategy in (RandomSearch(), RegularizedEvolution(EvolutionSettings(5, 3)), GaussianProcessBO(seed=1)):
         picks = [strategy.propose(SearchContext(library, scores, set(scores)), 3, np.random.default_rng(7), 4) for _ in range(2)]
         assert picks[0] == picks[1] and len(picks[0]) == 3
         assert not {library.hashes[i] for i, _ in picks[0]} & set(scores)
@@ -228,6 +228,45 @@ def kill_and_resume_until_done(command: list[str], run_dir: Path, rng: np.random
     final = subprocess.run([sys.executable, *command], capture_output=True, text=True, env=environment, cwd=REPO, timeout=600)
     assert final.returncode == 0, final.stderr[-3000:]
     return made
+
+
+def test_a_strategy_defined_in_one_class_runs_a_search_and_resumes(search_files, tmp_path):
+    """Nothing but the subclass: its name registers it for --strategy, its settings become flags and are journaled."""
+    from dataclasses import dataclass
+
+    from flexibert.search.strategies import STRATEGIES, SearchContext, Strategy
+    from flexibert.utils.cli import setting
+
+    @dataclass
+    class WidestSettings:
+        widest_keep: int = setting(3, "how many of the widest untried models to choose among")
+
+    class Widest(Strategy):
+        """Among the untried models with the widest last layer, a random few."""
+
+        name = "test-widest"
+        Settings = WidestSettings
+
+        def __init__(self, settings: WidestSettings):
+            self.settings = settings
+
+        def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
+            widths = np.array([d["h"][-1] for d in context.library.model_dicts])
+            options = np.flatnonzero(context.available & (widths == widths[context.available].max()))
+            return [(int(i), "widest") for i in rng.permutation(options)[: min(count, self.settings.widest_keep)]]
+
+    try:
+        run_dir = tmp_path / "widest"
+        state = search(search_files, run_dir, "--strategy", "test-widest", "--widest_keep", "2", "--budget", "6", "--num_init", "2")
+        library = Library.load(search_files["library"])
+        widest = max(d["h"][-1] for d in library.model_dicts)
+        assert [state.candidates[h].method for h in state.finished] == ["init"] * 2 + ["widest"] * 4
+        assert all(library.model_dict(h)["h"][-1] == widest for h in state.finished[2:])
+        assert events(run_dir, "run")[0]["config"]["test-widest"] == {"widest_keep": 2}
+        with pytest.raises(SystemExit, match="test-widest: was \\{'widest_keep': 2\\}, now \\{'widest_keep': 3\\}"):
+            search(search_files, run_dir, "--strategy", "test-widest", "--budget", "6", "--num_init", "2")
+    finally:
+        del STRATEGIES["test-widest"]
 
 
 @pytest.mark.slow

@@ -35,8 +35,8 @@ from flexibert.cluster.slurm import (
     settings_from_args,
     time_limit_seconds,
 )
+from flexibert.search.benchmarks import synthetic_scores
 from flexibert.search.journal import Journal, SearchState
-from flexibert.synthetic_benchmark import synthetic_scores
 
 # The session fixture that starts the cluster (bound here so that pytest finds it; see tests/test_slurm_cluster.py).
 slurm_env = slurm_cluster.slurm_env

@@ -18,6 +18,7 @@ controller stops; a re-run of the same command adopts them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shlex
@@ -28,7 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flexibert.cluster.base import ENDED, FAILED, LOST, PENDING, RUNNING, TOKEN_VARIABLE, JobRequest, JobStatus
+from flexibert.cluster.base import ENDED, FAILED, LOST, PENDING, RUNNING, TOKEN_VARIABLE, Executor, ExecutorError, JobRequest, JobStatus
+from flexibert.utils.cli import setting
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SCRIPT = REPO / "slurm" / "candidate_job.sbatch"
@@ -46,8 +48,8 @@ FAILED_STATES = frozenset({"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "P
 UNKNOWN_ID = "Invalid job id specified"
 
 
-class SlurmError(SystemExit):
-    """SLURM cannot be used as asked; stops the controller with SLURM's own message (a SystemExit, so no traceback).
+class SlurmError(ExecutorError):
+    """SLURM cannot be used as asked, or refused: SLURM's own message, and what to do.
 
     Jobs already submitted keep running; re-running the search adopts them.
     """
@@ -55,69 +57,30 @@ class SlurmError(SystemExit):
 
 @dataclass(frozen=True)
 class SlurmSettings:
-    """The site-specific parts of a job: what each ``--slurm_*`` flag sets."""
+    """The site-specific parts of a job: each field is a ``--slurm_<field>`` flag."""
 
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    gpus_per_node: int = 2
-    cpus_per_task: int | None = None
-    mem: str | None = None
-    time: str = "24:00:00"
-    extra: tuple[str, ...] = ()
-    setup: str = ""
-    signal_seconds: int = 300
-    max_requeues: int = 3
-    script: Path = DEFAULT_SCRIPT
-    python: str = sys.executable
-
-
-def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--slurm_*`` flags of run_boshnas.py; the defaults are SlurmSettings'."""
-    defaults = SlurmSettings()
-    group = parser.add_argument_group("SLURM (--executor slurm)")
-    group.add_argument("--slurm_partition", help="partition (sbatch --partition; default: the cluster's default)")
-    group.add_argument("--slurm_account", help="account to charge (sbatch --account)")
-    group.add_argument("--slurm_qos", help="quality of service (sbatch --qos)")
-    group.add_argument("--slurm_gpus_per_node", type=int, default=defaults.gpus_per_node,
-                       help="GPUs per job (--gres=gpu:N; 0 for none); with more than one, training runs under torchrun")
-    group.add_argument("--slurm_cpus_per_task", type=int, help="CPU cores per job (sbatch --cpus-per-task)")
-    group.add_argument("--slurm_mem", help="memory per job, e.g. 64G (sbatch --mem)")
-    group.add_argument("--slurm_time", default=defaults.time,
-                       help="time limit per job run (sbatch --time); a job at its limit requeues itself and resumes")
-    group.add_argument("--slurm_extra", action="append", metavar="OPTIONS",
-                       help='more sbatch options (repeatable): --slurm_extra=--constraint=a100, or an #SBATCH line: '
-                            '--slurm_extra "#SBATCH --constraint=a100 --exclusive"')
-    group.add_argument("--slurm_setup", help="shell commands each job runs first, e.g. 'module load anaconda3; conda activate flexibert'")
-    group.add_argument("--slurm_python", default=defaults.python,
-                       help="the Python that jobs run; 'python' runs the one --slurm_setup puts on PATH")
-    group.add_argument("--slurm_signal_seconds", type=int, default=defaults.signal_seconds,
-                       help="USR1 warns a job this long before its time limit (sbatch --signal; 0: no warning, "
-                            "the job times out and is retried)")
-    group.add_argument("--slurm_max_requeues", type=int, default=defaults.max_requeues,
-                       help="how often a job requeues itself at its time limit before it is left to time out")
-    group.add_argument("--slurm_script", type=Path, default=defaults.script, help="the batch script each job runs")
+    partition: str | None = setting(None, "partition (sbatch --partition; default: the cluster's default)")
+    account: str | None = setting(None, "account to charge (sbatch --account)")
+    qos: str | None = setting(None, "quality of service (sbatch --qos)")
+    gpus_per_node: int = setting(2, "GPUs per job (--gres=gpu:N; 0 for none); with more than one, training runs under torchrun")
+    cpus_per_task: int | None = setting(None, "CPU cores per job (sbatch --cpus-per-task)")
+    mem: str | None = setting(None, "memory per job, e.g. 64G (sbatch --mem)")
+    time: str = setting("24:00:00", "time limit per job run (sbatch --time); a job at its limit requeues itself and resumes")
+    extra: tuple[str, ...] = setting((), 'more sbatch options (repeatable): --slurm_extra=--constraint=a100, or an #SBATCH line: '
+                                         '--slurm_extra "#SBATCH --constraint=a100 --exclusive"',
+                                     flag_default=None, action="append", metavar="OPTIONS")
+    setup: str = setting("", "shell commands each job runs first, e.g. 'module load anaconda3; conda activate flexibert'",
+                         flag_default=None)
+    python: str = setting(sys.executable, "the Python that jobs run; 'python' runs the one --slurm_setup puts on PATH")
+    signal_seconds: int = setting(300, "USR1 warns a job this long before its time limit (sbatch --signal; 0: no warning, "
+                                       "the job times out and is retried)")
+    max_requeues: int = setting(3, "how often a job requeues itself at its time limit before it is left to time out")
+    script: Path = setting(DEFAULT_SCRIPT, "the batch script each job runs")
 
 
 def settings_from_args(args: argparse.Namespace) -> SlurmSettings:
-    settings = SlurmSettings(
-        partition=args.slurm_partition, account=args.slurm_account, qos=args.slurm_qos, gpus_per_node=args.slurm_gpus_per_node,
-        cpus_per_task=args.slurm_cpus_per_task, mem=args.slurm_mem, time=args.slurm_time, extra=tuple(args.slurm_extra or ()),
-        setup=args.slurm_setup or "", signal_seconds=args.slurm_signal_seconds, max_requeues=args.slurm_max_requeues,
-        script=Path(args.slurm_script).resolve(), python=args.slurm_python)
-    for name in ("gpus_per_node", "signal_seconds", "max_requeues"):
-        if getattr(settings, name) < 0:
-            raise SlurmError(f"error: --slurm_{name} must be at least 0")
-    if settings.cpus_per_task is not None and settings.cpus_per_task < 1:
-        raise SlurmError("error: --slurm_cpus_per_task must be at least 1")
-    limit = time_limit_seconds(settings.time)
-    if limit is not None and settings.signal_seconds >= limit:
-        raise SlurmError(f"error: --slurm_signal_seconds {settings.signal_seconds} is not shorter than --slurm_time "
-                         f"{settings.time} ({limit}s): every run would be warned at once and requeue itself; "
-                         "give fewer seconds (SLURM sends the signal up to ~60 s late)")
-    if not settings.script.is_file():
-        raise SlurmError(f"error: --slurm_script {settings.script}: no such file")
-    return settings
+    """The ``--slurm_*`` flags as settings, checked (raises SlurmError naming the flag)."""
+    return SlurmExecutor.read_settings(args)
 
 
 def time_limit_seconds(text: str) -> int | None:
@@ -189,7 +152,7 @@ def check_client_tools() -> None:
     """Fail early, with what to do, where the SLURM client commands are missing."""
     missing = [tool for tool in CLIENT_TOOLS if shutil.which(tool) is None]
     if missing:
-        raise SlurmError(f"error: --executor slurm needs the SLURM client commands, but {', '.join(missing)} "
+        raise SlurmError(f"--executor slurm needs the SLURM client commands, but {', '.join(missing)} "
                          "is not on PATH; run the search on a submit (login) host of your cluster, or install the "
                          "SLURM client tools (e.g. Debian/Ubuntu: apt-get install slurm-client)")
 
@@ -204,20 +167,44 @@ def _message(proc: subprocess.CompletedProcess) -> str:
     return (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").strip()
 
 
-class SlurmExecutor:
+class SlurmExecutor(Executor):
     """Submits candidate jobs with sbatch and follows them with squeue (sacct or scontrol for jobs squeue has forgotten)."""
 
     name = "slurm"
+    where = "on SLURM"
+    Settings = SlurmSettings
+    flags_prefix = "slurm_"
+    flags_title = "SLURM (--executor slurm)"
     cancel_on_stop = False  # Ctrl-C stops the controller only; a resumed controller adopts the jobs
 
     def __init__(self, settings: SlurmSettings, poll_interval: float = 5.0):
-        self.settings, self.poll_interval = settings, poll_interval
-        self._last: dict[str, JobStatus] = {}
+        super().__init__(poll_interval)
+        self.settings = settings
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> SlurmExecutor:
+    def check_usable(cls) -> None:
         check_client_tools()
-        return cls(settings_from_args(args), args.poll_interval)
+
+    @classmethod
+    def complete_settings(cls, settings: SlurmSettings, args: argparse.Namespace) -> SlurmSettings:
+        """The script as an absolute path, as the sbatch command line (and the job's log) names it."""
+        return dataclasses.replace(settings, script=settings.script.resolve())
+
+    @classmethod
+    def check_settings(cls, settings: SlurmSettings) -> None:
+        """Refuse settings that cannot work, before any job is submitted."""
+        for name in ("gpus_per_node", "signal_seconds", "max_requeues"):
+            if getattr(settings, name) < 0:
+                raise SlurmError(f"--slurm_{name} must be at least 0")
+        if settings.cpus_per_task is not None and settings.cpus_per_task < 1:
+            raise SlurmError("--slurm_cpus_per_task must be at least 1")
+        limit = time_limit_seconds(settings.time)
+        if limit is not None and settings.signal_seconds >= limit:
+            raise SlurmError(f"--slurm_signal_seconds {settings.signal_seconds} is not shorter than --slurm_time "
+                             f"{settings.time} ({limit}s): every run would be warned at once and requeue itself; "
+                             "give fewer seconds (SLURM sends the signal up to ~60 s late)")
+        if not settings.script.is_file():
+            raise SlurmError(f"--slurm_script {settings.script}: no such file")
 
     # -- running SLURM's commands ------------------------------------------------------------------------------
 
@@ -225,21 +212,20 @@ class SlurmExecutor:
         try:
             return subprocess.run(command, capture_output=True, text=True, env=env, timeout=COMMAND_TIMEOUT_S, check=False)
         except FileNotFoundError:
-            raise SlurmError(f"error: {command[0]} is not on PATH; install the SLURM client tools or run on a submit host") from None
+            raise SlurmError(f"{command[0]} is not on PATH; install the SLURM client tools or run on a submit host") from None
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(command, 1, "", f"{command[0]} did not answer within {COMMAND_TIMEOUT_S}s")
 
     # -- the Executor interface --------------------------------------------------------------------------------
 
-    def submit(self, request: JobRequest) -> str:
+    def _submit(self, request: JobRequest) -> str:
         command = sbatch_command(self.settings, request)
-        request.log.parent.mkdir(parents=True, exist_ok=True)
         with open(request.log, "a", encoding="utf-8") as log:  # the job appends its output below
             log.write(f"# submitted {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(command)}\n")
         proc = self._run(command, env={**os.environ, **job_environment(self.settings, request)})
         job_id = proc.stdout.strip().split(";")[0]  # --parsable: "ID" or "ID;CLUSTER"
         if proc.returncode != 0 or not job_id.isdigit():
-            raise SlurmError(f"error: sbatch refused the job of model {request.model_hash[:12]} (exit {proc.returncode}); "
+            raise SlurmError(f"sbatch refused the job of model {request.model_hash[:12]} (exit {proc.returncode}); "
                              f"SLURM said:\n{_message(proc)}\ncommand: {shlex.join(command)}")
         self._last[job_id] = JobStatus(PENDING, "submitted")
         return job_id
@@ -248,13 +234,13 @@ class SlurmExecutor:
         """The id of the job named ``token``: squeue while slurmctld remembers it, then sacct (if accounting is on)."""
         proc = self._run(["squeue", "-h", "-a", "-t", "all", "--name", token, "-o", "%i"])
         if proc.returncode != 0:
-            raise SlurmError(f"error: squeue cannot look up job {token}; SLURM said:\n{_message(proc)}")
+            raise SlurmError(f"squeue cannot look up job {token}; SLURM said:\n{_message(proc)}")
         ids = proc.stdout.split()
         if not ids:
             ids = [line.split("|")[0] for line in self._sacct(["--name", token, "-o", "JobIDRaw"]) or []]
         return ids[-1] if ids else None
 
-    def poll(self, job_ids: list[str]) -> dict[str, JobStatus]:
+    def _poll(self, job_ids: list[str]) -> dict[str, JobStatus]:
         """All states with one squeue call; jobs squeue no longer lists are looked up in sacct or scontrol."""
         proc = self._run(["squeue", "-h", "-a", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r"])
         if proc.returncode != 0 and UNKNOWN_ID not in proc.stderr:  # every id unknown: exit 1 with that message
@@ -267,16 +253,12 @@ class SlurmExecutor:
         missing = [job_id for job_id in job_ids if job_id not in statuses]
         if missing:
             statuses.update(self._forgotten(missing))
-        self._last.update(statuses)
         return statuses
 
     def cancel(self, job_ids: list[str]) -> None:
         proc = self._run(["scancel", *job_ids])
         if proc.returncode != 0:
-            raise SlurmError(f"error: scancel {' '.join(job_ids)} failed; SLURM said:\n{_message(proc)}")
-
-    def pause(self) -> None:
-        time.sleep(self.poll_interval)
+            raise SlurmError(f"scancel {' '.join(job_ids)} failed; SLURM said:\n{_message(proc)}")
 
     # -- jobs squeue no longer lists ---------------------------------------------------------------------------
 

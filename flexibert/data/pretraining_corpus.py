@@ -1,35 +1,9 @@
-"""Tokenise a pretraining corpus and pack it into fixed-length sequences for MLM pretraining.
+"""The pretraining corpus: text from hub corpora or local files, tokenised and packed into fixed-length sequences.
 
-    python flexibert/prepare_pretrain_dataset.py --tokenizer roberta_tokenizer                  # Wikipedia + BookCorpus
-    python flexibert/prepare_pretrain_dataset.py --hub_datasets wikipedia bookcorpus cc_news openwebtext c4   # the original's mix
-    python flexibert/prepare_pretrain_dataset.py --text_files wiki.train.tokens --max_seq_length 128 --max_samples 20000
-
-Sources. ``--hub_datasets`` takes short names or any hub dataset with a ``text`` column
-(``PATH`` or ``PATH:CONFIG``); the short names are
-
-    wikipedia    wikimedia/wikipedia, config 20231101.en (one row per article)
-    bookcorpus   bookcorpus/bookcorpus (one row per sentence)
-    cc_news      vblagoje/cc_news (one row per article)
-    openwebtext  Skylion007/openwebtext (one row per web page)
-    c4           allenai/c4, config en (one row per page; about 300 GB)
-
-Without ``--text_files`` the default is Wikipedia + BookCorpus (BERT's corpus; the original FlexiBERT
-interleaved all five, stopping at the shortest). ``--text_files`` are read with the datasets "text"
-builder, one row per line. Every source keeps only its text; sources are concatenated.
-
-Pipeline. ``--max_samples`` keeps the first N rows of each source (hub corpora are then streamed, not
-downloaded whole). A seeded random ``--validation_fraction`` of the rows (articles, or lines of text
-files) becomes the validation split, so no document is in both; each split keeps its order. Rows are
-stripped; blank ones are dropped (WikiText's ``= Heading =`` lines are kept as text). Each row is
-tokenised as ``<s> ... </s>``; a batched ``map`` then concatenates each batch of ``--batch_size`` rows
-and cuts it into chunks of exactly ``--max_seq_length`` tokens, dropping the final remainder of each
-batch (fewer than max_seq_length tokens per batch, about 0.5% for 1,000 Wikipedia articles at 512).
-
-Output contract (pretrain_flexibert.py relies on it): ``save_to_disk`` of a DatasetDict with splits
-"train" and "validation", columns ``input_ids`` (int32) and ``special_tokens_mask`` (int8, 1 exactly
-where the id is one of the tokenizer's special tokens, including an ``<unk>`` written in the text:
-these are never masked), every row exactly max_seq_length long. ``preparation.json`` beside it
-records the tokenizer, sources and sizes.
+``prepare`` builds the packed DatasetDict; ``prepare_and_save`` writes it with its ``preparation.json``
+(what pretraining checks the tokenizer and length against, see ``read_preparation``). The stage
+script ``flexibert/prepare_pretrain_dataset.py`` documents the sources, the pipeline and the output
+contract; its flags are defined here so that other stages (the demo) prepare a corpus the same way.
 """
 
 from __future__ import annotations
@@ -66,8 +40,8 @@ class CorpusError(ValueError):
     """The corpus cannot be prepared as asked (an output folder in the way); the message says how to fix it."""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+def parse_args(argv: list[str] | None = None, description: str | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     source = parser.add_argument_group("sources (default: --hub_datasets wikipedia bookcorpus)")
     source.add_argument("--hub_datasets", nargs="+", default=None, metavar="NAME",
                         help=f"hub corpora: short names ({', '.join(HUB_CORPORA)}) or PATH[:CONFIG] of a dataset with a 'text' column")

@@ -1,23 +1,57 @@
-"""A synthetic benchmark file for a graph library: scores from a smooth function of the architecture plus heteroscedastic noise.
+"""Benchmark files: scores of trained models looked up instead of training (NAS-Bench-BERT, or a synthetic file).
 
-    python -m flexibert.synthetic_benchmark --dataset_file dataset/dataset_test.json --output dataset/synthetic_test.json
+A benchmark file is ``{"entries": [{"model_dict": ..., "model_hash": ..., "scores": {"glue": ...}}]}``;
+a search with ``--benchmark_file`` scores each candidate by looking it up, which lets strategies be
+compared in seconds (``run_boshnas.py --benchmark_file``, ``compare_strategies.py``).
 
-It lets search strategies be compared in seconds (``run_boshnas.py --benchmark_file``,
-``compare_strategies.py``) and is what the tests search. The score (0-100) rewards attention layers,
-wider hidden and feed-forward sizes and an attention layer followed by a different operation, with
-diminishing returns; the noise's standard deviation grows with the share of linear-transform ('l')
-layers, so the aleatoric part of BOSHNAS's surrogate has something to find. It is NOT a proxy for
-real GLUE scores. Each model's noise is seeded by its hash, so a file is reproducible.
+The synthetic benchmark (``python -m flexibert.synthetic_benchmark``) is what the tests search. Its
+score (0-100) rewards attention layers, wider hidden and feed-forward sizes and an attention layer
+followed by a different operation, with diminishing returns; the noise's standard deviation grows
+with the share of linear-transform ('l') layers, so the aleatoric part of BOSHNAS's surrogate has
+something to find. It is NOT a proxy for real GLUE scores. Each model's noise is seeded by its hash,
+so a file is reproducible.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
+from embeddings.graph import model_hash as compute_model_hash
 from embeddings.library import Library
 from embeddings.model_dict import parse_model_dict
+
+
+class BenchmarkError(ValueError):
+    """A benchmark file cannot score a model as asked (no such model, no such metric, not a benchmark)."""
+
+
+@lru_cache(maxsize=4)
+def _benchmark_index(path: str, mtime: float) -> dict[str, dict]:
+    """``{hash: scores}`` of a benchmark file, hashed once per process (and again if the file changes)."""
+    data = json.loads(Path(path).read_text())
+    entries = data.get("entries") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise BenchmarkError(f"{path}: expected {{\"entries\": [{{\"model_dict\": ..., \"scores\": {{...}}}}, ...]}}")
+    # An entry's "model_hash", when present, saves hashing every model dict (seconds for 10,000 models).
+    return {entry.get("model_hash") or compute_model_hash(entry["model_dict"]): entry["scores"] for entry in entries}
+
+
+def benchmark_score(path: str | Path, metric: str, model_hash: str) -> float:
+    """The score of ``model_hash`` in a benchmark file (scores 0-100)."""
+    path = Path(path)
+    scores = _benchmark_index(str(path.resolve()), path.stat().st_mtime).get(model_hash)
+    if scores is None:
+        raise BenchmarkError(f"model {model_hash} is not in the benchmark file {path}; a benchmark must score every model "
+                       "the search can propose (build the library from the benchmark's models with --model_dicts)")
+    if metric not in scores or not isinstance(scores[metric], (int, float)):
+        raise BenchmarkError(f"model {model_hash} in {path} has no numeric score {metric!r} (it has: {', '.join(scores) or 'none'})")
+    return float(scores[metric])
+
 
 OP_VALUE = {"sa": 1.0, "c": 0.6, "l": 0.3}
 PARAM_VALUE = {"sdp": 0.2, "wma": 0.0, "dft": 0.1, "dct": 0.0, 5: 0.0, 9: 0.1, 13: 0.15}

@@ -26,8 +26,7 @@ from embeddings.design_space import GLUE_TASK_NAMES, load_design_space
 from embeddings.interpolation import check_layers_per_stack, count_candidates, interpolate
 from embeddings.library import Library
 from embeddings.library_builder import add_embedding_arguments
-
-SCORE_KEY = "glue_score"
+from flexibert.search.layout import SCORE_FIELD, RunLayout
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,8 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--design_space_file", help="design-space YAML stored in the new library; if not given, the old library's")
     parser.add_argument("--old_dataset_file", required=True, help="library the models were searched in (with neighbours)")
     parser.add_argument("--new_dataset_file", help="output library; if not given, <old name>_level<k>.json beside the old one")
-    parser.add_argument("--run_dir", help=f"search run directory; scores are '{SCORE_KEY}' in <run_dir>/models/<hash>/results.json")
-    parser.add_argument("--models_dir", help=f"original layout; scores are '{SCORE_KEY}' in <models_dir>/glue/<hash>/all_results.json")
+    parser.add_argument("--run_dir", help=f"search run directory; scores are '{SCORE_FIELD}' in <run_dir>/models/<hash>/results.json")
+    parser.add_argument("--models_dir", help=f"original layout; scores are '{SCORE_FIELD}' in <models_dir>/glue/<hash>/all_results.json")
     parser.add_argument("--dataset", choices=GLUE_TASK_NAMES, help="GLUE task stored in the new library; if not given, the old library's")
     parser.add_argument("--old_layers_per_stack", type=int, default=2, help="layers per stack of the old library")
     parser.add_argument("--new_layers_per_stack", type=int, default=1, help="layers per stack of the new library (divides the old)")
@@ -67,12 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _scores_in(root: Path, filename: str) -> dict[str, float]:
-    """``{hash: score}`` from ``root/<hash>/<filename>``; unfinished or failed models (no score) are left out."""
+def _scores_in(paths: list[Path]) -> dict[str, float]:
+    """``{hash: score}`` from ``<hash>/<results file>`` paths; unfinished or failed models (no score) are left out."""
     scores = {}
-    for path in sorted(root.glob(f"*/{filename}")):
+    for path in sorted(p for p in paths if p.is_file()):
         try:
-            score = json.loads(path.read_text()).get(SCORE_KEY)
+            # The original's all_results.json files name the score as our results.json files do.
+            score = json.loads(path.read_text()).get(SCORE_FIELD)
         except (OSError, json.JSONDecodeError, AttributeError) as err:
             print(f"warning: {path}: unreadable ({err}); skipped", file=sys.stderr)
             continue
@@ -87,12 +87,13 @@ def read_scores(args: argparse.Namespace, library: Library) -> dict[str, float]:
     looked = []
     if args.models_dir:
         root = Path(args.models_dir) / "glue"
-        scores.update(_scores_in(root, "all_results.json"))
+        scores.update(_scores_in(list(root.glob("*/all_results.json"))))
         looked.append(f"{root}/<hash>/all_results.json")
     if args.run_dir:
-        root = Path(args.run_dir) / "models"
-        scores.update(_scores_in(root, "results.json"))
-        looked.append(f"{root}/<hash>/results.json")
+        run = RunLayout(args.run_dir)
+        folders = sorted(p.name for p in run.models.iterdir() if p.is_dir()) if run.models.is_dir() else []
+        scores.update(_scores_in([run.model(h).results for h in folders]))
+        looked.append(f"{run.models}/<hash>/results.json")
     if not looked:
         scores = {h: float(p) for h, p in zip(library.hashes, library.performances, strict=True) if p is not None}
         looked.append(f"the 'performances' column of {args.old_dataset_file}")
@@ -119,7 +120,7 @@ def top_models(scores: dict[str, float], library: Library, count: int) -> list[s
 def print_summary(scores: dict[str, float], top: list[str], library: Library) -> None:
     homogeneous = sum(is_homogeneous(library.model_dict(h)) for h in scores)
     print(f"{len(scores)} scored models: {homogeneous} homogeneous, {len(scores) - homogeneous} heterogeneous")
-    print(f"best model: {top[0]} ({SCORE_KEY} {scores[top[0]]:.4f}): {json.dumps(library.model_dict(top[0]))}")
+    print(f"best model: {top[0]} ({SCORE_FIELD} {scores[top[0]]:.4f}): {json.dumps(library.model_dict(top[0]))}")
     print(f"top {len(top)}:")
     for rank, h in enumerate(top, 1):
         print(f"  {rank}. {h}  {scores[h]:.4f}")

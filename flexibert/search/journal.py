@@ -9,6 +9,7 @@ kernel when a process dies, so a killed controller never leaves a stale lock).
 
 from __future__ import annotations
 
+import enum
 import fcntl
 import json
 import os
@@ -17,8 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-JOURNAL_FILE = "journal.jsonl"
-LOCK_FILE = ".lock"
+from flexibert.search.layout import RunLayout
+
+
+class Event(str, enum.Enum):
+    """The kinds of journal lines; the values are what the journal file holds (its format)."""
+
+    RUN = "run"  # a controller started (or resumed) the search: its settings and command line
+    ROUND = "round"  # a round of proposals, with the strategy's state after proposing
+    SUBMIT = "submit"  # an attempt is about to be launched, under a unique token
+    LAUNCHED = "launched"  # the executor's job id of the current attempt
+    FINISH = "finish"  # the current attempt wrote a valid score
+    ATTEMPT_FAILED = "attempt_failed"  # the current attempt ended without a score (it may be retried)
+    CANCELLED = "cancelled"  # the current attempt was stopped with the controller (it restarts on resume)
+    FAIL = "fail"  # the candidate ran out of retries: recorded as failed, never proposed again
+    STOP = "stop"  # the search ended (budget, convergence, library exhausted)
 
 
 class RunDirError(RuntimeError):
@@ -29,7 +43,7 @@ class RunLock:
     """An exclusive, non-blocking lock on ``run_dir``; a second controller gets a clear error."""
 
     def __init__(self, run_dir: Path):
-        self.path = run_dir / LOCK_FILE
+        self.path = RunLayout(run_dir).lock
         self._handle = None
 
     def __enter__(self) -> RunLock:
@@ -59,10 +73,11 @@ class Journal:
     """Appends events to ``run_dir/journal.jsonl`` durably, and reads them back."""
 
     def __init__(self, run_dir: Path):
-        self.path = run_dir / JOURNAL_FILE
+        self.path = RunLayout(run_dir).journal
 
-    def append(self, event: str, **fields: Any) -> dict:
-        record = {"event": event, "time": round(time.time(), 3), **fields}
+    def append(self, event: Event | str, **fields: Any) -> dict:
+        """Write one event durably (an unknown kind is refused here, not when the run is resumed)."""
+        record = {"event": Event(event).value, "time": round(time.time(), 3), **fields}
         line = json.dumps(record, allow_nan=False)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
@@ -116,7 +131,8 @@ class Candidate:
     failed_reason: str | None = None
 
     @property
-    def in_flight(self) -> Attempt | None:
+    def open_attempt(self) -> Attempt | None:
+        """The last attempt if it has not ended (a job submitted or running)."""
         last = self.attempts[-1] if self.attempts else None
         return last if last is not None and last.outcome is None else None
 
@@ -148,45 +164,68 @@ class SearchState:
         return state
 
     def apply(self, event: dict) -> None:
-        kind = event["event"]
-        if kind == "run":
-            self.config = self.config or event["config"]
-            self.stopped = None
-        elif kind == "round":
-            self.rounds = event["round"] + 1
-            self.strategy_state = event.get("strategy_state", {})
-            for proposal in event["proposals"]:
-                self.candidates[proposal["model_hash"]] = Candidate(
-                    proposal["model_hash"], proposal["method"], event["round"], proposal.get("neighbor"))
-        elif kind == "submit":
-            self.candidates[event["model_hash"]].attempts.append(Attempt(event["attempt"], event["token"], event.get("log")))
-        elif kind == "launched":
-            self.candidates[event["model_hash"]].attempts[-1].job_id = event["job_id"]
-        elif kind in ("finish", "attempt_failed", "cancelled"):
-            candidate = self.candidates[event["model_hash"]]
-            attempt = candidate.in_flight
-            if attempt is not None:
-                attempt.outcome = {"finish": "finished", "attempt_failed": "failed", "cancelled": "cancelled"}[kind]
-            if kind == "finish":
-                candidate.score, candidate.wall_s, candidate.parameters = event["score"], event.get("wall_s"), event.get("parameters")
-                self.finished.append(candidate.model_hash)
-        elif kind == "fail":
-            self.candidates[event["model_hash"]].failed_reason = event["reason"]
-        elif kind == "stop":
-            self.stopped = event["reason"]
-        else:
-            raise RunDirError(f"unknown journal event {kind!r}; was this run folder written by a newer FlexiBERT?")
+        try:
+            kind = Event(event["event"])
+        except ValueError:
+            raise RunDirError(f"unknown journal event {event['event']!r}; was this run folder written by a newer FlexiBERT?") from None
+        self._APPLY[kind](self, event)
+
+    def _apply_run(self, event: dict) -> None:
+        self.config = self.config or event["config"]  # the first run's settings; a resume must match them
+        self.stopped = None
+
+    def _apply_round(self, event: dict) -> None:
+        self.rounds = event["round"] + 1
+        self.strategy_state = event.get("strategy_state", {})
+        for proposal in event["proposals"]:
+            self.candidates[proposal["model_hash"]] = Candidate(
+                proposal["model_hash"], proposal["method"], event["round"], proposal.get("neighbor"))
+
+    def _apply_submit(self, event: dict) -> None:
+        self.candidates[event["model_hash"]].attempts.append(Attempt(event["attempt"], event["token"], event.get("log")))
+
+    def _apply_launched(self, event: dict) -> None:
+        self.candidates[event["model_hash"]].attempts[-1].job_id = event["job_id"]
+
+    def _end_attempt(self, event: dict, outcome: str) -> Candidate:
+        candidate = self.candidates[event["model_hash"]]
+        if candidate.open_attempt is not None:
+            candidate.open_attempt.outcome = outcome
+        return candidate
+
+    def _apply_finish(self, event: dict) -> None:
+        candidate = self._end_attempt(event, "finished")
+        candidate.score, candidate.wall_s, candidate.parameters = event["score"], event.get("wall_s"), event.get("parameters")
+        self.finished.append(candidate.model_hash)
+
+    def _apply_attempt_failed(self, event: dict) -> None:
+        self._end_attempt(event, "failed")
+
+    def _apply_cancelled(self, event: dict) -> None:
+        self._end_attempt(event, "cancelled")
+
+    def _apply_fail(self, event: dict) -> None:
+        self.candidates[event["model_hash"]].failed_reason = event["reason"]
+
+    def _apply_stop(self, event: dict) -> None:
+        self.stopped = event["reason"]
+
+    # One apply step per kind of event (a class attribute, not a field).
+    _APPLY = {Event.RUN: _apply_run, Event.ROUND: _apply_round, Event.SUBMIT: _apply_submit, Event.LAUNCHED: _apply_launched,
+              Event.FINISH: _apply_finish, Event.ATTEMPT_FAILED: _apply_attempt_failed, Event.CANCELLED: _apply_cancelled,
+              Event.FAIL: _apply_fail, Event.STOP: _apply_stop}
 
     def scores(self) -> dict[str, float]:
         """Finished models and their scores, in completion order."""
         return {h: self.candidates[h].score for h in self.finished}
 
     def in_flight(self) -> list[Candidate]:
-        return [c for c in self.candidates.values() if c.in_flight is not None]
+        """Candidates with an attempt submitted or running."""
+        return [c for c in self.candidates.values() if c.open_attempt is not None]
 
     def waiting(self) -> list[Candidate]:
         """Proposed candidates with nothing in flight that are neither finished nor failed: to be (re)submitted."""
-        return [c for c in self.candidates.values() if not c.done and c.in_flight is None]
+        return [c for c in self.candidates.values() if not c.done and c.open_attempt is None]
 
     def failed(self) -> list[Candidate]:
         return [c for c in self.candidates.values() if c.failed_reason is not None]

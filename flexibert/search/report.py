@@ -21,11 +21,11 @@ from sklearn.decomposition import PCA  # noqa: E402
 
 from embeddings.library import Library  # noqa: E402
 from flexibert.search.journal import SearchState  # noqa: E402
+from flexibert.search.layout import RunLayout  # noqa: E402
 from flexibert.utils.files import atomic_write  # noqa: E402
 
 HISTORY_COLUMNS = ("index", "model_hash", "score", "method", "round", "neighbor", "wall_s", "attempts")
 LEADERBOARD_COLUMNS = ("rank", "model_hash", "score", "parameters", "method", "neighbor", "model_dict")
-SCORED_LIBRARY = "library_scored.json"
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -70,12 +70,12 @@ def _markdown(rows: list[dict], failed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(run_dir: Path, state: SearchState, library: Library) -> None:
+def write_tables(run: RunLayout, state: SearchState, library: Library) -> None:
     """history.csv, leaderboard.csv and leaderboard.md (cheap: after every result)."""
-    _write_text(run_dir / "history.csv", _csv(history_rows(state), HISTORY_COLUMNS))
+    _write_text(run.history, _csv(history_rows(state), HISTORY_COLUMNS))
     rows = leaderboard_rows(state, library)
-    _write_text(run_dir / "leaderboard.csv", _csv(rows, LEADERBOARD_COLUMNS))
-    _write_text(run_dir / "leaderboard.md", _markdown(rows, len(state.failed())))
+    _write_text(run.leaderboard_csv, _csv(rows, LEADERBOARD_COLUMNS))
+    _write_text(run.leaderboard_md, _markdown(rows, len(state.failed())))
 
 
 def pareto_front(parameters: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -89,9 +89,9 @@ def pareto_front(parameters: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=int)
 
 
-def write_plots(run_dir: Path, state: SearchState, library: Library) -> list[Path]:
+def write_plots(run: RunLayout, state: SearchState, library: Library) -> list[Path]:
     """report/best_score.png, report/score_vs_parameters.png, report/library_map.png."""
-    report = run_dir / "report"
+    report = run.report
     report.mkdir(exist_ok=True)
     rows = leaderboard_rows(state, library)
     scores = np.array([state.candidates[h].score for h in state.finished])
@@ -138,12 +138,11 @@ def write_plots(run_dir: Path, state: SearchState, library: Library) -> list[Pat
     return paths
 
 
-def write_scored_library(run_dir: Path, state: SearchState, library: Library) -> Path:
+def write_scored_library(run: RunLayout, state: SearchState, library: Library) -> Path:
     """A copy of the library with 'performances' filled in from this run (the input file is never touched)."""
     scored = copy.copy(library)
     scored.performances = list(library.performances)
     for model_hash, score in state.scores().items():
         scored.performances[library.index(model_hash)] = score
-    path = run_dir / SCORED_LIBRARY
-    scored.save(path)
-    return path
+    scored.save(run.scored_library)
+    return run.scored_library

@@ -12,6 +12,12 @@ field, a flag and a renaming map.
 A ``bool`` field that defaults to False becomes a switch (``--name``); one that defaults to True
 needs a ``flag`` that switches it off (``second_order: bool = setting(True, "...", flag="first_order")``
 gives ``--first_order``). Fields with ``flag=None`` are not on the command line.
+
+Settings that share a namespace with other flags take a ``prefix`` (``add_flags(group, SlurmSettings,
+prefix="slurm_")`` makes ``partition`` the flag ``--slurm_partition``, parsed into ``args.slurm_partition``).
+A repeatable flag is ``action="append"`` on a list or tuple field. ``flag_default=None`` shows the flag
+as not given (no default in ``--help``) and, when it is not given, leaves the field's own default
+(``setup: str = setting("", "...", flag_default=None)``).
 """
 
 from __future__ import annotations
@@ -29,16 +35,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Show each flag's default (not the empty ones: None, False) and keep a docstring's example commands as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
+        if action.default is None or action.default is False or isinstance(action, argparse._StoreConstAction):
+            return action.help  # a switch's default is "not given", whatever value it stores
         return super()._get_help_string(action)
 
 
-def setting(default: Any, help: str, *, flag: Any = _NO_FLAG, **argparse_kwargs: Any) -> Any:
-    """A dataclass field with its command-line help; ``flag`` renames (or, with None, hides) the flag."""
+def setting(default: Any, help: str, *, flag: Any = _NO_FLAG, flag_default: Any = _NO_FLAG, **argparse_kwargs: Any) -> Any:
+    """A dataclass field with its command-line help; ``flag`` renames (or, with None, hides) the flag; ``flag_default`` is the flag's."""
     metadata = {"help": help, "argparse": argparse_kwargs}
     if flag is not _NO_FLAG:
         metadata["flag"] = flag
+    if flag_default is not _NO_FLAG:
+        metadata["flag_default"] = flag_default
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -66,29 +74,40 @@ def _value_type(annotation: Any) -> Any:
     return annotation
 
 
-def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, settings_class: type, **defaults: Any) -> None:
-    """Add one flag per field of ``settings_class``; ``defaults`` override the fields' defaults (e.g. a recipe's)."""
+def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, settings_class: type, *, prefix: str = "",
+              **defaults: Any) -> None:
+    """Add one flag per field of ``settings_class``, named ``prefix`` + the field's flag; ``defaults`` override the fields' defaults."""
     hints = typing.get_type_hints(settings_class)
     for field, flag in _flag_fields(settings_class):
-        kwargs: dict[str, Any] = {"dest": field.name, "help": field.metadata["help"], **field.metadata["argparse"]}
-        default = defaults.pop(field.name, field.default_factory() if field.default_factory is not dataclasses.MISSING
-                               else field.default)
+        kwargs: dict[str, Any] = {"dest": prefix + field.name, "help": field.metadata["help"], **field.metadata["argparse"]}
+        default = defaults.pop(field.name, field.metadata["flag_default"] if "flag_default" in field.metadata else
+                               field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default)
         annotation = hints[field.name]
         if annotation is bool:
             kwargs["action"] = "store_true" if flag == field.name else "store_false"
         else:
             kwargs.setdefault("type", _value_type(annotation))
-            if typing.get_origin(annotation) in (list, tuple) or list in typing.get_args(annotation):
+            kwargs.setdefault("metavar", f"{prefix}{flag}".upper())  # the flag's name, not the field's, in --help
+            repeated = kwargs.get("action") == "append"  # one value per use of the flag, not several after it
+            if not repeated and (typing.get_origin(annotation) in (list, tuple) or list in typing.get_args(annotation)):
                 kwargs.setdefault("nargs", "+")
-        parser.add_argument(f"--{flag}", default=default, **kwargs)
+        parser.add_argument(f"--{prefix}{flag}", default=default, **kwargs)
     if defaults:
         raise TypeError(f"add_flags({settings_class.__name__}): no such settings {sorted(defaults)}")
 
 
-def from_flags(settings_class: type[T], args: argparse.Namespace, **values: Any) -> T:
-    """The ``settings_class`` held by parsed flags; ``values`` set fields that are not flags (or override them)."""
-    names = {field.name for field in dataclasses.fields(settings_class)}
-    found = {name: getattr(args, name) for name in names if hasattr(args, name)}
+def _not_given(field: dataclasses.Field, value: Any) -> bool:
+    """Whether a flag declared with ``flag_default=None`` was left out (its field then keeps its own default)."""
+    return value is None and field.metadata.get("flag_default", _NO_FLAG) is None
+
+
+def from_flags(settings_class: type[T], args: argparse.Namespace, *, prefix: str = "", **values: Any) -> T:
+    """The ``settings_class`` held by flags parsed with ``prefix``; ``values`` set fields that are not flags (or override them)."""
+    found = {}
+    for field in dataclasses.fields(settings_class):
+        value = getattr(args, prefix + field.name, _NO_FLAG)
+        if value is not _NO_FLAG and not _not_given(field, value):
+            found[field.name] = value
     found.update(values)
     for field in dataclasses.fields(settings_class):
         if typing.get_origin(typing.get_type_hints(settings_class)[field.name]) is tuple and isinstance(found.get(field.name), list):

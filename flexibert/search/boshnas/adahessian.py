@@ -32,7 +32,7 @@ def hutchinson_diagonal(grads: Sequence[torch.Tensor], params: Sequence[torch.Te
 class AdaHessian(torch.optim.Optimizer):
     """Call ``loss.backward(create_graph=True)`` before ``step()``; the Rademacher probes come from ``generator``.
 
-    Update for each parameter p with gradient g and Hessian-diagonal estimate D (spec §1.6):
+    Update for each parameter p with gradient g and Hessian-diagonal estimate D:
     m <- b1 m + (1-b1) g;  u <- b2 u + (1-b2) D^2;  denom = (sqrt(u / (1-b2^t)))^k + eps;
     p <- p - lr (m / (1-b1^t) / denom + wd p).  Without a generator, one seeded with 0 is used, so runs repeat.
     """

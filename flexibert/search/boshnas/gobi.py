@@ -2,7 +2,7 @@
 
 All start points are optimised at once as one (k, d) leaf tensor. The rows do not interact (the
 acquisition of a row depends on that row only), so this is k independent searches in one batched
-pass; a row that has converged is frozen while the others go on (spec §1.6, vectorised as recommended).
+pass; a row that has converged is frozen while the others go on (all restarts as one batch).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def acquisition(mean: Array, epistemic_std: Array, aleatoric_std: Array, k1: flo
                 use_aleatoric: bool = False) -> Array:
     """Lower confidence bound on the loss (minimised): mean - k1*ep - (k2*al if use_aleatoric else 0).
 
-    Both uncertainties are standard deviations, so they add in the same units (fixes spec C20).
+    Both uncertainties are standard deviations, so they add in the same units (the original added a variance to a standard deviation).
     Works on numpy arrays and torch tensors alike.
     """
     bound = mean - k1 * epistemic_std

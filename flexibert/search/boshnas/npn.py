@@ -2,7 +2,7 @@
 
 Every weight is itself a Gaussian, so the output variance grows where the data are noisy; trained with
 ``aleatoric_loss`` the network predicts heteroscedastic (input-dependent) noise. The formulas are the
-original BOSHNAS ones (spec §1.2): linear moments are exact, the ReLU and sigmoid moments use the
+original BOSHNAS ones: linear moments are exact, the ReLU and sigmoid moments use the
 logistic approximation of the Gaussian CDF.
 """
 
@@ -59,7 +59,7 @@ class NPNReLU(nn.Module):
 
 
 class NPNSigmoid(nn.Module):
-    """Approximate moments of sigmoid(x) for Gaussian x (probit approximation, spec §1.2)."""
+    """Approximate moments of sigmoid(x) for Gaussian x (probit approximation)."""
 
     XI_SQ = math.pi / 8.0
     ALPHA = 4.0 - 2.0 * math.sqrt(2.0)

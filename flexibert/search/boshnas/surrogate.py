@@ -1,6 +1,6 @@
 """The BOSHNAS surrogate: embedding -> (predicted normalised loss, epistemic std, aleatoric std).
 
-Three small networks, trained in turn on every ``fit`` (spec §1.2-1.3, with the §7 fixes):
+Three small networks, trained in turn on every ``fit``, as in the original with its bugs fixed:
 
 - teacher: an MLP with dropout, trained with MSE; its dropout-free output (the usual weight-scaling
   approximation of the MC-dropout mean) is the predicted loss;
@@ -22,7 +22,7 @@ rates below were measured to train 50-200 points to early stopping well inside `
   batch, as the original did, which averages out their noise.
 - npn: AdamW at lr for the means and 30*lr, without weight decay (which would pull them towards
   softplus(0) = 0.69), for the raw variances (the original used 0.05*lr and decay 0.01 for all).
-  The spec's initialisation puts the variances about 6 units (in softplus space) below where
+  The original's initialisation puts the variances about 6 units (in softplus space) below where
   heteroscedastic noise needs them, and Adam moves a parameter at most about lr per step: at 1e-3 the
   NPN learnt no input-dependent noise in 400 epochs, at 3e-2 for the variances it does in about 30.
 - Each fit draws ONE train/validation split (seeded from ``seed`` and the number of earlier fits; fix C17),
@@ -33,7 +33,7 @@ rates below were measured to train 50-200 points to early stopping well inside `
 
 Limits measured on 16-d inputs: with 60 points the student's epistemic std tracks the teacher's MC std
 only loosely, and the NPN cannot tell heteroscedastic noise from signal even with 200 points (it
-memorises the noise); on 2-d inputs with 100 points it recovers the noise level. The spec's sigmoid
+memorises the noise); on 2-d inputs with 100 points it recovers the noise level. The original's sigmoid
 moment approximation gives even a noise-free output a variance of about 0.0126 at mean 0.5, so the
 aleatoric std hardly drops below about 0.1 there.
 """

@@ -1,0 +1,155 @@
+"""The search's settings: its command line, the checks run before anything is trained, and what the journal records.
+
+A search's settings are checked in full when it starts (including the flags its jobs will get), and
+recorded in the journal's first ``run`` event; a resumed search must agree with it on every setting
+that decides what is proposed or how models are scored (FIXED_SETTINGS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from flexibert.cluster import add_executor_arguments
+from flexibert.data.glue import GLUE_TASKS
+from flexibert.data.glue_metrics import DEFAULT_TASKS
+from flexibert.search.layout import RunLayout
+from flexibert.search.strategies import STRATEGIES
+from flexibert.training.glue_score import parse_args as glue_parse_args
+from flexibert.training.pretrain import parse_args as pretrain_parse_args
+from flexibert.utils.cli import HelpFormatter
+
+# Settings a resumed run must share with the run it continues: they decide what is proposed and how models are scored.
+FIXED_SETTINGS = ("dataset_file", "strategy", "seed", "num_init", "tasks", "benchmark_file", "benchmark_metric",
+                  "transfer_threshold", "no_transfer", "job")
+
+
+class SearchError(RuntimeError):
+    """A problem with the search's settings or inputs that the user can fix."""
+
+
+def parse_args(argv: list[str] | None = None, description: str | None = None) -> argparse.Namespace:
+    """The search's flags (run_boshnas.py's command line), checked; a mistake exits with argparse's usage message."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    search = parser.add_argument_group("search")
+    search.add_argument("--dataset_file", required=True, help="graph library JSON (embeddings/generate_library.py)")
+    search.add_argument("--run_dir", help="folder for everything the run writes (default: runs/<strategy>_<task>_seed<seed>)")
+    search.add_argument("--task", default="glue", choices=("glue", *GLUE_TASKS),
+                        help="score models by the GLUE score over --glue_tasks, or by one task's dev score")
+    search.add_argument("--glue_tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK",
+                        help="tasks averaged into the GLUE score when --task glue")
+    search.add_argument("--strategy", choices=list(STRATEGIES), default="boshnas", help="how the next models are chosen")
+    search.add_argument("--num_init", type=int, default=10, help="random models evaluated before the strategy takes over")
+    search.add_argument("--budget", type=int, default=50, help="models to evaluate in all (failed ones count)")
+    search.add_argument("--max_concurrent", type=int, default=1, help="jobs in flight at once")
+    search.add_argument("--seed", type=int, default=1, help="seed of every random choice of the search (recorded)")
+    search.add_argument("--max_retries", type=int, default=2, help="re-runs of a failed or lost job before the model is recorded as failed")
+    search.add_argument("--benchmark_file",
+                        help='look scores up in {"entries": [{"model_dict": ..., "scores": {...}}]} instead of training')
+    search.add_argument("--benchmark_metric", default="glue", help="which score of --benchmark_file (0-100)")
+
+    add_executor_arguments(parser)
+
+    transfer = parser.add_argument_group("knowledge transfer")
+    transfer.add_argument("--transfer_threshold", type=float, default=0.8,
+                          help="warm-start from the trained neighbour with the largest weight overlap, if at least this")
+    transfer.add_argument("--transfer_pretrain_steps", type=int,
+                          help="pretraining steps after a warm start (default: a tenth of --pretrain_steps, at least 1)")
+    transfer.add_argument("--transfer_mode", choices=("RP", "OD"), default="RP",
+                          help="weight transfer: random projection or ordered slicing")
+    transfer.add_argument("--no_transfer", action="store_true", help="always pretrain from scratch")
+
+    train = parser.add_argument_group("training (passed to each job; see pretrain_flexibert.py and glue_score.py --help)")
+    train.add_argument("--pretrain_steps", type=int, default=100_000, help="pretraining steps from scratch (the paper's)")
+    train.add_argument("--tokenizer", default="roberta_tokenizer", help="tokenizer folder used for pretraining and fine-tuning")
+    train.add_argument("--pretrain_dataset_dir", default="tokenized_pretraining_dataset", help="prepare_pretrain_dataset.py's output")
+    train.add_argument("--glue_dir", help="GLUE TSV folder (default: the hub)")
+    train.add_argument("--pretrain_args", default="",
+                       help='more pretrain_flexibert.py flags, e.g. "--learning_rate 1e-3 --max_seq_length 128"')
+    train.add_argument("--finetune_args", default="", help='more glue_score.py flags, e.g. "--num_train_epochs 1 --max_train_samples 2000"')
+
+    for strategy in STRATEGIES.values():
+        strategy.add_arguments(parser)
+
+    args = parser.parse_args(argv)
+    if args.transfer_pretrain_steps is None:
+        args.transfer_pretrain_steps = max(1, args.pretrain_steps // 10)
+    elif args.transfer_pretrain_steps > args.pretrain_steps:
+        parser.error(f"--transfer_pretrain_steps {args.transfer_pretrain_steps:,} is more than --pretrain_steps "
+                     f"{args.pretrain_steps:,}: a warm-started model should train fewer steps than one from scratch; lower it")
+    for name in ("num_init", "budget", "max_concurrent", "pretrain_steps", "transfer_pretrain_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.max_retries < 0:
+        parser.error("--max_retries must be at least 0")
+    for strategy in STRATEGIES.values():  # every strategy's flags, so a mistake shows whichever strategy runs
+        try:
+            strategy.from_args(args, RunLayout(args.run_dir or "."))
+        except ValueError as err:
+            parser.error(str(err))
+    for name in ("pretrain_args", "finetune_args"):
+        try:
+            setattr(args, name, shlex.split(getattr(args, name)))
+        except ValueError as err:
+            parser.error(f"--{name}: {err}")
+    if args.run_dir is None:
+        args.run_dir = f"runs/{args.strategy}_{args.task}_seed{args.seed}"
+    return args
+
+
+def check_training_args(args: argparse.Namespace) -> None:
+    """Parse the flags each job will get now, so a typo fails here and not in every job."""
+    for name, parse, argv in (("--pretrain_args", pretrain_parse_args, ["--model_dict", "{}", *job_pretrain_args(args)]),
+                              ("--finetune_args", glue_parse_args, ["--model_name_or_path", "x", "--output_dir", "x",
+                                                                    *job_finetune_args(args)])):
+        try:
+            parse(argv)
+        except SystemExit as err:
+            raise SearchError(f"{name} holds flags that the job's script rejects (its message is above)") from err
+
+
+def job_pretrain_args(args: argparse.Namespace) -> list[str]:
+    return ["--tokenizer", args.tokenizer, "--dataset_dir", args.pretrain_dataset_dir, *args.pretrain_args]
+
+
+def job_finetune_args(args: argparse.Namespace) -> list[str]:
+    return [*(["--glue_dir", args.glue_dir] if args.glue_dir else []), "--tokenizer", args.tokenizer, *args.finetune_args]
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+def search_config(args: argparse.Namespace) -> dict:
+    """The run's settings as recorded in the journal; those of fixed_settings() must match on a resume."""
+    tasks = list(args.glue_tasks) if args.task == "glue" else [args.task]
+    return {
+        "dataset_file": _absolute(args.dataset_file), "strategy": args.strategy, "seed": args.seed, "num_init": args.num_init,
+        "tasks": tasks, "benchmark_file": _absolute(args.benchmark_file), "benchmark_metric": args.benchmark_metric,
+        "transfer_threshold": args.transfer_threshold, "no_transfer": args.no_transfer,
+        **strategy_records(args),
+        "job": None if args.benchmark_file else job_config(args),
+        "budget": args.budget, "max_concurrent": args.max_concurrent, "executor": args.executor, "max_retries": args.max_retries,
+    }
+
+
+def job_config(args: argparse.Namespace) -> dict:
+    """What every job of the run reads (the run folder's job_config.json)."""
+    return {
+        "library": _absolute(args.dataset_file), "tasks": list(args.glue_tasks) if args.task == "glue" else [args.task],
+        "benchmark_file": _absolute(args.benchmark_file), "benchmark_metric": args.benchmark_metric,
+        "pretrain_steps": args.pretrain_steps, "transfer_pretrain_steps": args.transfer_pretrain_steps,
+        "transfer_mode": args.transfer_mode, "pretrain_args": job_pretrain_args(args), "finetune_args": job_finetune_args(args),
+    }
+
+
+def fixed_settings() -> tuple[str, ...]:
+    """FIXED_SETTINGS, and every strategy's settings (recorded under the strategy's name, see strategy_records)."""
+    return (*FIXED_SETTINGS, *(name for name, cls in STRATEGIES.items() if cls.Settings))
+
+
+def strategy_records(args: argparse.Namespace) -> dict:
+    """``{name: recorded settings}`` for every strategy that has settings: the chosen one's, None for the others."""
+    return {name: cls.from_args(args, RunLayout(args.run_dir)).recorded_settings() if name == args.strategy else None
+            for name, cls in STRATEGIES.items() if cls.Settings}

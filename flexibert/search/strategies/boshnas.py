@@ -1,0 +1,161 @@
+"""BOSHNAS: a heteroscedastic surrogate, GOBI on its upper confidence bound, uncertainty and random sampling, patience.
+
+Each round the surrogate (flexibert/search/boshnas/) is refitted, warm-started, on the scores so far;
+most rounds then optimise the acquisition with GOBI and snap the optimum to untried library models,
+some sample the most uncertain model or a random one. After ``patience`` optimisation rounds without
+progress the aleatoric term joins the bound, and after ``aleatoric_rounds`` more the search has
+converged.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flexibert.search.boshnas.gobi import acquisition, gobi, snap_to_library
+from flexibert.search.boshnas.surrogate import Surrogate
+from flexibert.search.layout import RunLayout
+from flexibert.search.strategies.base import SearchContext, Strategy, random_available
+from flexibert.utils.cli import from_flags, setting
+
+
+@dataclass
+class BoshnasSettings:
+    """BOSHNAS's constants; the journal records them all, so a resume with other values is refused."""
+
+    k1: float = setting(0.5, "UCB weight of the epistemic standard deviation")
+    k2: float = setting(0.5, "UCB weight of the aleatoric standard deviation (patience phase)")
+    restarts: int = setting(10, "GOBI start points per optimisation round", flag="gobi_restarts")
+    second_order: bool = setting(True, "GOBI with SGD instead of AdaHessian", flag="first_order")
+    prob_uncertainty: float = setting(0.1, "chance a round samples the most uncertain model")
+    prob_random: float = setting(0.1, "chance a round samples a random model")
+    patience: int = setting(5, "optimisation rounds without progress before adding aleatoric uncertainty")
+    aleatoric_rounds: int = setting(5, "more such rounds before the search stops (converged)")
+    tolerance: float = setting(0.0, "score gain that counts as progress", flag="convergence_tol")
+    surrogate_epochs: int = setting(200, "maximum epochs per surrogate fit")
+    snap_metric: str = setting("l1", "distance that snaps GOBI's optimum to library models", flag=None)
+    seed: int = setting(0, "seed of the surrogate and of GOBI's probes (the search's --seed)", flag=None)
+
+    def __post_init__(self) -> None:
+        for flag, value in (("gobi_restarts", self.restarts), ("surrogate_epochs", self.surrogate_epochs)):
+            if value < 1:
+                raise ValueError(f"--{flag} must be at least 1")
+        if not 0 <= self.prob_uncertainty + self.prob_random <= 1 or min(self.prob_uncertainty, self.prob_random) < 0:
+            raise ValueError("--prob_uncertainty and --prob_random must be probabilities that sum to at most 1")
+
+
+def normalised_losses(scores: np.ndarray) -> np.ndarray:
+    """Scores (higher is better) to losses in [0.1, 0.9], re-scaled every round so the sigmoid outputs never saturate."""
+    low, high = scores.min(), scores.max()
+    if high - low < 1e-12:
+        return np.full(len(scores), 0.5, dtype=np.float32)
+    return (0.9 - 0.8 * (scores - low) / (high - low)).astype(np.float32)
+
+
+class Boshnas(Strategy):
+    """BOSHNAS: the surrogate is warm-started across rounds and checkpointed per round in the run folder,
+    so that a resumed search continues from the same weights."""
+
+    name = "boshnas"
+    Settings = BoshnasSettings
+    flags_title = "BOSHNAS (--strategy boshnas)"
+
+    def __init__(self, settings: BoshnasSettings, run: RunLayout | None = None):
+        self.settings, self.run = settings, run
+        self._surrogate_class = Surrogate
+        self.surrogate = None
+        self.state = {"rounds_without_progress": 0, "last_best": None, "last_method": None, "fitted_on": 0,
+                      "surrogate_round": None}
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, run: RunLayout) -> Boshnas:
+        return cls(from_flags(BoshnasSettings, args), run)
+
+    @property
+    def converged(self) -> bool:
+        return self.state["rounds_without_progress"] >= self.settings.patience + self.settings.aleatoric_rounds
+
+    def _checkpoint(self, round_index: int) -> Path | None:
+        return None if self.run is None else self.run.surrogate_checkpoint(round_index)
+
+    def state_dict(self) -> dict:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        if "same" in state:  # the counter's name in run folders written before it was renamed
+            state["rounds_without_progress"] = state.pop("same")
+        self.state.update(state)
+        if self.state["surrogate_round"] is not None and (path := self._checkpoint(self.state["surrogate_round"])) is not None:
+            self.surrogate = self._surrogate_class.load(path)
+
+    def _track_progress(self, best: float) -> None:
+        """Count optimisation rounds without progress; a sampling round neither counts nor resets (it says nothing of GOBI)."""
+        last = self.state["last_best"]
+        if last is not None and best > last + self.settings.tolerance:
+            self.state["rounds_without_progress"] = 0
+        elif last is not None and self.state["last_method"] == "optimization":
+            self.state["rounds_without_progress"] += 1
+        self.state["last_best"] = best if last is None else max(best, last)
+
+    def _fit(self, context: SearchContext, round_index: int) -> None:
+        features = context.features
+        indices, scores = context.scored()
+        if self.surrogate is None:
+            self.surrogate = self._surrogate_class(features.shape[1], seed=self.settings.seed, max_epochs=self.settings.surrogate_epochs)
+        if len(scores) != self.state["fitted_on"]:
+            self.surrogate.fit(features[indices], normalised_losses(scores))
+            self.state["fitted_on"] = len(scores)
+            if (path := self._checkpoint(round_index)) is not None:
+                self.surrogate.save(path)
+                self.state["surrogate_round"] = round_index
+
+    def _acquisition(self, x: np.ndarray, use_aleatoric: bool) -> np.ndarray:
+        mean, epistemic, aleatoric = self.surrogate.predict(x)
+        return acquisition(mean, epistemic, aleatoric, self.settings.k1, self.settings.k2, use_aleatoric)
+
+    def _optimize(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[int]:
+        s, features = self.settings, context.features
+        use_aleatoric = self.state["rounds_without_progress"] >= s.patience
+        indices, scores = context.scored()
+        top = indices[np.argsort(-scores, kind="stable")][: s.restarts // 2]
+        random_starts = rng.integers(0, len(features), size=s.restarts - len(top))
+        starts = features[np.concatenate([top, random_starts])]
+        points = gobi(self.surrogate, starts, features.min(axis=0), features.max(axis=0), k1=s.k1, k2=s.k2,
+                      use_aleatoric=use_aleatoric, second_order=s.second_order, seed=s.seed * 100_003 + round_index)
+        available = context.available
+        found = list(dict.fromkeys(int(i) for i in snap_to_library(points, features, available, metric=s.snap_metric)))
+        found.sort(key=dict(zip(found, self._acquisition(features[found], use_aleatoric), strict=True)).__getitem__)
+        if len(found) < count:  # GOBI's restarts collapsed onto few models: fill with the best acquisition values
+            rest = np.flatnonzero(available & ~np.isin(np.arange(len(available)), found))
+            values = self._acquisition(features[rest], use_aleatoric)
+            found += [int(i) for i in rest[np.argsort(values, kind="stable")][: count - len(found)]]
+        return found[:count]
+
+    def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the surrogate's networks are tiny: more threads only add overhead (and contention)
+        try:
+            return self._propose(context, count, rng, round_index)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
+        s = self.settings
+        self._track_progress(max(context.scores.values()))
+        self._fit(context, round_index)
+        draw = rng.random()
+        if draw < 1 - s.prob_uncertainty - s.prob_random:
+            method, chosen = "optimization", self._optimize(context, count, rng, round_index)
+        elif draw < 1 - s.prob_random:
+            candidates = np.flatnonzero(context.available)
+            epistemic = self.surrogate.predict(context.features[candidates])[1]
+            method, chosen = "uncertainty", [int(i) for i in candidates[np.argsort(-epistemic, kind="stable")][:count]]
+        else:
+            method, chosen = "random", random_available(context, count, rng)
+        self.state["last_method"] = method
+        return [(i, method) for i in chosen]
