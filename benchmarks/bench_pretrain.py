@@ -29,7 +29,7 @@ from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageMod
 
 from flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, prepare_pretrain_dataset, pretrain_flexibert, save_roberta_tokenizer
 from flexibert.data.tokenization import load_tokenizer
-from flexibert.training.common import training_arguments
+from flexibert.training.settings import training_arguments
 from flexibert.utils.cli import HelpFormatter
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,15 +22,16 @@ from __future__ import annotations
 import sys
 
 from flexibert.data.glue import GlueError
-from flexibert.training.common import close_distributed
+from flexibert.training.distributed import close_distributed
 from flexibert.training.finetune import finetune, parse_args
+from flexibert.training.settings import ConfigurationError
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    settings = parse_args(argv)
     try:
-        return finetune(args)
-    except GlueError as err:
+        return finetune(settings)
+    except (ConfigurationError, GlueError) as err:
         sys.exit(f"error: {err}")
 
 

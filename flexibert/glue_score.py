@@ -18,15 +18,16 @@ from __future__ import annotations
 import sys
 
 from flexibert.data.glue import GlueError
-from flexibert.training.common import close_distributed
+from flexibert.training.distributed import close_distributed
 from flexibert.training.glue_score import parse_args, score_model
+from flexibert.training.settings import ConfigurationError
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    settings = parse_args(argv)
     try:
-        return score_model(args)
-    except GlueError as err:
+        return score_model(settings)
+    except (ConfigurationError, GlueError) as err:
         sys.exit(f"error: {err}")
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tqdm import tqdm
-
-from flexibert.data.glue import GLUE_TASKS, HUB_DATASET, GlueError, get_task, load_glue
+from flexibert.data.glue import GLUE_TASKS, HUB_DATASET, GlueError, glue_row_counts
 from flexibert.utils.cli import HelpFormatter
 
 
@@ -29,19 +27,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_all(tasks: list[str], glue_dir: str | None = None, cache_dir: str | None = None) -> dict[str, dict[str, int]]:
-    """Load each task; returns task -> split -> number of rows."""
-    counts = {}
-    for name in tqdm(tasks, desc="loading GLUE", unit="task"):
-        task = get_task(name)
-        counts[task.name] = {split: len(rows) for split, rows in load_glue(task, glue_dir, cache_dir).items()}
-    return counts
-
-
 def main(argv: list[str] | None = None) -> dict[str, dict[str, int]]:
     args = parse_args(argv)
     try:
-        counts = load_all(args.tasks, args.glue_dir, args.cache_dir)
+        counts = glue_row_counts(args.tasks, args.glue_dir, args.cache_dir)
     except GlueError as err:
         sys.exit(f"error: {err}")
     print(f"{'task':<6} {'split':<22} {'rows':>8}")

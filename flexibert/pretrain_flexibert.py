@@ -28,14 +28,15 @@ count, model dict and hash, and the transferred fraction with --init_from.
 
 from __future__ import annotations
 
-from flexibert.training.common import ConfigurationError, close_distributed
+from flexibert.training.distributed import close_distributed
 from flexibert.training.pretrain import parse_args, pretrain
+from flexibert.training.settings import ConfigurationError
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    settings = parse_args(argv)
     try:
-        return pretrain(args)
+        return pretrain(settings)
     except ConfigurationError as err:
         raise SystemExit(f"error: {err}") from None
 

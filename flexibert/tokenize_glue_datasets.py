@@ -14,17 +14,10 @@ so that fine-tuning refuses data made with another one. Existing tasks are kept 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-from pathlib import Path
 
-from tqdm import tqdm
-
-from flexibert.data.glue import GLUE_TASKS, HUB_DATASET, GlueError, get_task, load_glue, tokenize_glue
-from flexibert.data.tokenization import load_tokenizer
-from flexibert.training.finetune import TOKENIZATION_FILE
+from flexibert.data.glue import GLUE_TASKS, HUB_DATASET, GlueError, tokenize_tasks
 from flexibert.utils.cli import HelpFormatter
-from flexibert.utils.files import write_json_atomic
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,40 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def tokenize_tasks(args: argparse.Namespace) -> dict[str, int]:
-    """Tokenise and save each task (skipping saved ones unless --overwrite); returns task -> examples written."""
-    if args.max_seq_length < 1:
-        raise GlueError(f"--max_seq_length {args.max_seq_length} must be at least 1")
-    try:
-        tokenizer = load_tokenizer(args.tokenizer)
-    except (OSError, ValueError) as err:
-        raise GlueError(str(err)) from err
-    output = Path(args.output_dir)
-    written = {}
-    for name in tqdm(args.tasks, desc="tokenising GLUE", unit="task"):
-        task = get_task(name)
-        target = output / task.name
-        if (target / "dataset_dict.json").is_file() and not args.overwrite:
-            tqdm.write(f"{task.name}: kept {target} (pass --overwrite to redo it)")
-            continue
-        data = tokenize_glue(load_glue(task, args.glue_dir, args.cache_dir), task, tokenizer, args.max_seq_length)
-        temp = output / f".{task.name}.tmp"  # save beside the target, then swap it in: no half-written task folder
-        shutil.rmtree(temp, ignore_errors=True)
-        data.save_to_disk(str(temp))
-        write_json_atomic(temp / TOKENIZATION_FILE, {
-            "task": task.name, "tokenizer": str(args.tokenizer), "vocab_size": len(tokenizer),
-            "pad_token_id": tokenizer.pad_token_id, "max_seq_length": args.max_seq_length, "source": args.glue_dir or HUB_DATASET,
-        })
-        shutil.rmtree(target, ignore_errors=True)
-        temp.rename(target)
-        written[task.name] = sum(len(split) for split in data.values())
-    return written
-
-
 def main(argv: list[str] | None = None) -> dict[str, int]:
     args = parse_args(argv)
     try:
-        written = tokenize_tasks(args)
+        written = tokenize_tasks(args.tasks, args.tokenizer, args.output_dir, max_seq_length=args.max_seq_length,
+                                 glue_dir=args.glue_dir, cache_dir=args.cache_dir, overwrite=args.overwrite)
     except GlueError as err:
         sys.exit(f"error: {err}")
     print(f"tokenised {len(written)} GLUE task(s) ({sum(written.values()):,} examples, at most {args.max_seq_length} tokens) "

@@ -29,7 +29,8 @@ from embeddings.graph import model_hash
 from embeddings.library import Library
 from flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, prepare_pretrain_dataset, pretrain_flexibert, save_roberta_tokenizer
 from flexibert.data.tokenization import load_tokenizer
-from flexibert.training.common import build_model_from_args, checkpoints_in
+from flexibert.training.checkpoints import checkpoints_in
+from flexibert.training.model_source import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
@@ -281,8 +282,8 @@ def test_init_from_transfers_trained_weights(pretrained, tokenizer_dir, dataset_
     # The built models: transferred weights differ from the random ones the same seed gives.
     tokenizer = load_tokenizer(tokenizer_dir)
     args = pretrain_flexibert.parse_args([*common, "--init_from", str(source)])
-    warm = build_model_from_args(args, tokenizer)
-    cold = build_model_from_args(pretrain_flexibert.parse_args(common), tokenizer)
+    warm = build_model(args, tokenizer, args.seed)
+    cold = build_model(pretrain_flexibert.parse_args(common), tokenizer, args.seed)
     assert warm.transfer is not None and 0.5 < warm.transfer.scalar_fraction < 1 and cold.transfer is None
     ids = torch.tensor([load_from_disk(str(dataset_dir))["validation"][0]["input_ids"]])
     warm.model.eval()

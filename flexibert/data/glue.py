@@ -9,23 +9,35 @@ Local files are read the way GLUE ships them: tab-separated with no quoting (MRP
 unbalanced ``"``), MRPC with a UTF-8 byte-order mark, CoLA without a header. Columns are found by their
 header names, so MNLI's train (12 columns) and dev (16 columns) files read alike. A missing or malformed
 file raises ``GlueError`` naming the file, the line and what was expected.
+
+Tokenised tasks are saved once (:func:`tokenize_tasks`, the tokenize_glue_datasets.py stage) as
+``<dataset_dir>/<task>/``, a ``save_to_disk`` folder with ``tokenization.json`` beside the splits
+recording the tokenizer, so that fine-tuning (:func:`load_tokenized_glue`) refuses data made with another one.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
+from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
+
+from flexibert.data.tokenization import load_tokenizer
+from flexibert.utils.files import write_json_atomic
 
 HUB_DATASET = "nyu-mll/glue"
 TOKENIZED_COLUMNS = ("input_ids", "attention_mask", "label")
+TOKENIZATION_FILE = "tokenization.json"  # beside each tokenised task: the tokenizer and length it was made with
 
 
 class GlueError(Exception):
-    """A problem the user can fix (a missing or malformed file, a wrong flag); scripts print it without a traceback."""
+    """A problem with GLUE data the user can fix (a missing or malformed file, an unknown task); scripts print it without a traceback."""
 
 
 @dataclass(frozen=True)
@@ -205,3 +217,67 @@ def tokenize_glue(
 
     drop = [c for c in next(iter(dataset.values())).column_names if c != "label"]
     return dataset.map(encode, batched=True, remove_columns=drop, desc=f"tokenizing {task.name}")
+
+
+def glue_row_counts(tasks: Sequence[str], glue_dir: str | Path | None = None, cache_dir: str | None = None) -> dict[str, dict[str, int]]:
+    """Load each task (filling the datasets cache, or checking a GLUE folder); returns task -> split -> number of rows."""
+    counts = {}
+    for name in tqdm(tasks, desc="loading GLUE", unit="task"):
+        task = get_task(name)
+        counts[task.name] = {split: len(rows) for split, rows in load_glue(task, glue_dir, cache_dir).items()}
+    return counts
+
+
+def tokenize_tasks(tasks: Sequence[str], tokenizer: str | Path, output_dir: str | Path, *, max_seq_length: int = 128,
+                   glue_dir: str | Path | None = None, cache_dir: str | None = None, overwrite: bool = False) -> dict[str, int]:
+    """Tokenise and save each task as ``output_dir/<task>/`` (saved ones kept unless ``overwrite``); returns task -> examples written."""
+    if max_seq_length < 1:
+        raise GlueError(f"--max_seq_length {max_seq_length} must be at least 1")
+    try:
+        encoder = load_tokenizer(tokenizer)
+    except (OSError, ValueError) as err:
+        raise GlueError(str(err)) from err
+    output = Path(output_dir)
+    written = {}
+    for name in tqdm(tasks, desc="tokenising GLUE", unit="task"):
+        task = get_task(name)
+        target = output / task.name
+        if (target / "dataset_dict.json").is_file() and not overwrite:
+            tqdm.write(f"{task.name}: kept {target} (pass --overwrite to redo it)")
+            continue
+        data = tokenize_glue(load_glue(task, glue_dir, cache_dir), task, encoder, max_seq_length)
+        temp = output / f".{task.name}.tmp"  # save beside the target, then swap it in: no half-written task folder
+        shutil.rmtree(temp, ignore_errors=True)
+        data.save_to_disk(str(temp))
+        write_json_atomic(temp / TOKENIZATION_FILE, {
+            "task": task.name, "tokenizer": str(tokenizer), "vocab_size": len(encoder), "pad_token_id": encoder.pad_token_id,
+            "max_seq_length": max_seq_length, "source": str(glue_dir) if glue_dir else HUB_DATASET,
+        })
+        shutil.rmtree(target, ignore_errors=True)
+        temp.rename(target)
+        written[task.name] = sum(len(split) for split in data.values())
+    return written
+
+
+def load_tokenized_glue(dataset_dir: str | Path, task: str | GlueTask, tokenizer: PreTrainedTokenizerBase) -> tuple[DatasetDict, int]:
+    """A task saved by :func:`tokenize_tasks` in ``dataset_dir/<task>/``, made with ``tokenizer``; returns it and the length it was
+    truncated to."""
+    task = get_task(task)
+    folder = Path(dataset_dir) / task.name
+    meta_path = folder / TOKENIZATION_FILE
+    if not (folder / "dataset_dict.json").is_file() or not meta_path.is_file():
+        raise GlueError(f"--dataset_dir {dataset_dir}: no tokenised {task.name} dataset in {folder}; make it with "
+                        f"`python flexibert/tokenize_glue_datasets.py --tokenizer DIR --tasks {task.name} --output_dir {dataset_dir}`")
+    meta = json.loads(meta_path.read_text())
+    if meta["task"] != task.name:
+        raise GlueError(f"{folder} holds task {meta['task']!r}, not {task.name!r}")
+    if (meta["vocab_size"], meta["pad_token_id"]) != (len(tokenizer), tokenizer.pad_token_id):
+        raise GlueError(f"{folder} was tokenised with another tokenizer ({meta['tokenizer']}: size {meta['vocab_size']}, pad id "
+                        f"{meta['pad_token_id']}) than this one (size {len(tokenizer)}, pad id {tokenizer.pad_token_id}); "
+                        "re-run tokenize_glue_datasets.py with the model's tokenizer")
+    data = load_from_disk(str(folder))
+    for split in ("train", *task.validation_splits):
+        if split not in data or not set(TOKENIZED_COLUMNS) <= set(data[split].column_names):
+            raise GlueError(f"{folder}: expected split {split!r} with columns {', '.join(TOKENIZED_COLUMNS)}; "
+                            "re-run tokenize_glue_datasets.py")
+    return data, meta["max_seq_length"]

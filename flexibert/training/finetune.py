@@ -20,120 +20,144 @@ Re-running the command resumes from the last checkpoint; a finished run is not r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
-from datasets import DatasetDict, load_from_disk
-from transformers import (
-    AutoConfig,
-    DataCollatorWithPadding,
-    EvalPrediction,
-    PreTrainedTokenizerBase,
-    Trainer,
-    TrainingArguments,
-    set_seed,
-)
-from transformers.trainer_utils import get_last_checkpoint
+from datasets import DatasetDict
+from transformers import DataCollatorWithPadding, EvalPrediction, PreTrainedTokenizerBase, Trainer, set_seed
 from transformers.utils import logging as hf_logging
 
-from flexibert.data.glue import TOKENIZED_COLUMNS, GlueError, GlueTask, get_task, load_glue, tokenize_glue
+from flexibert.data.glue import GlueTask, get_task, load_glue, load_tokenized_glue, tokenize_glue
 from flexibert.data.glue_metrics import compute_metrics, split_score, task_score
-from flexibert.data.tokenization import load_tokenizer
 from flexibert.models.modeling_flexibert import FlexiBERTForSequenceClassification
-from flexibert.training.common import CheckpointOnSignal, cpu_torchrun, is_main_process
-from flexibert.utils.cli import HelpFormatter
+from flexibert.training.checkpoints import CheckpointOnSignal, clear_checkpoints, resumable_checkpoint
+from flexibert.training.distributed import is_main_process, log
+from flexibert.training.model_source import open_tokenizer, saved_model_config
+from flexibert.training.results import count_parameters, finite_or_none
+from flexibert.training.settings import ConfigurationError, TrainerSettings, check_at_least_one, training_arguments
+from flexibert.utils.cli import HelpFormatter, add_flags, from_flags, setting
 from flexibert.utils.files import write_json_atomic
 
 RESULTS_FILE = "results.json"
-TOKENIZATION_FILE = "tokenization.json"  # written by tokenize_glue_datasets.py beside each tokenised task
+# The settings results.json records under "hyperparameters" (per task, and for the GLUE score).
 HYPERPARAMETERS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
                    "max_seq_length", "weight_decay", "warmup_ratio", "seed", "max_train_samples", "max_eval_samples")
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """Model, data and training flags, shared with glue_score.py (which fine-tunes every task with them)."""
+@dataclass(kw_only=True)
+class FinetuneSource:
+    """The pretrained model and its tokenizer."""
+
+    model_name_or_path: str = setting(None, "saved FlexiBERT model folder (config.json and weights), e.g. a pretrained "
+                                            "FlexiBERTForMaskedLM", required=True)
+    tokenizer: str | None = setting(None, "tokenizer folder (default: the model folder)")
+    cache_dir: str | None = setting(None, "datasets cache folder for hub downloads (default: the HF cache)")
+
+
+@dataclass(kw_only=True)
+class GlueData:
+    """Where the GLUE examples come from (at most one; neither: the hub)."""
+
+    glue_dir: str | None = setting(None, "folder of GLUE TSVs: <TASK>/train.tsv and dev.tsv (MNLI: dev_matched.tsv, "
+                                         "dev_mismatched.tsv); default: download from the hub")
+    dataset_dir: str | None = setting(None, "output folder of tokenize_glue_datasets.py (holds <task>/)")
+
+
+@dataclass(kw_only=True)
+class FinetuneTraining(TrainerSettings):
+    """The Trainer's knobs for fine-tuning, with the paper's fine-tuning recipe as defaults."""
+
+    # The shared knobs, with fine-tuning's defaults and help (weight decay is the same in both recipes).
+    per_device_train_batch_size: int = setting(64, "training batch size per device")
+    gradient_accumulation_steps: int = setting(1, "batches per optimizer step")
+    per_device_eval_batch_size: int = setting(128, "evaluation batch size per device")
+    learning_rate: float = setting(2e-5, "peak AdamW learning rate (linear decay)")
+    max_steps: int = setting(-1, "optimizer steps; when > 0 it overrides --num_train_epochs")
+    save_steps: int = setting(500, "checkpoint every N steps; a re-run resumes from the last one")
+    save_total_limit: int = setting(2, "checkpoints kept while training")
+    logging_steps: int = setting(50, "log the training loss every N steps")
+    seed: int = setting(42, "seed of the classifier's initialisation and of data shuffling")
+    dataloader_num_workers: int = setting(0, "data loading worker processes")
+    bf16: bool = setting(False, "bfloat16 mixed precision (CUDA GPUs only)")
+    fp16: bool = setting(False, "float16 mixed precision (CUDA GPUs only)")
+    # Fine-tuning's own.
+    num_train_epochs: float = setting(5.0, "training epochs")
+    max_seq_length: int = setting(128, "truncate inputs to this many tokens")
+    warmup_ratio: float = setting(0.0, "fraction of the steps with linear learning-rate warm-up")
+    max_train_samples: int | None = setting(None, "train on the first N examples only (quick runs)")
+    max_eval_samples: int | None = setting(None, "evaluate on the first N examples of each dev set")
+    load_best_model_at_end: bool = setting(False, "evaluate on dev every epoch and score the best epoch's model (dev then selects "
+                                                  "and scores: optimistic)")
+    keep_checkpoints: bool = setting(False, "keep the checkpoints once the run has finished")
+    save_model: bool = setting(False, "save the fine-tuned model and tokenizer in the output folder")
+    overwrite_output_dir: bool = setting(False, "start over: delete the results and checkpoints of an earlier run in the output folder")
+
+    def check(self) -> None:
+        super().check()
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ConfigurationError("nothing to train: give --num_train_epochs > 0 or --max_steps > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigurationError(f"--warmup_ratio {self.warmup_ratio} must be in [0, 1)")
+        check_at_least_one(self, "max_seq_length", "max_train_samples", "max_eval_samples")
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        best = self.load_best_model_at_end
+        return {**super().trainer_kwargs(), "num_train_epochs": self.num_train_epochs,
+                "warmup_steps": self.warmup_ratio,  # a float below 1 is a fraction of the training steps
+                "save_strategy": "epoch" if best else "steps", "eval_strategy": "epoch" if best else "no",
+                "load_best_model_at_end": best, "greater_is_better": True}
+
+
+@dataclass(kw_only=True)
+class FinetuneRecipe(FinetuneTraining, GlueData, FinetuneSource):
+    """How a model is fine-tuned, whichever the task: the settings finetune_flexibert.py and glue_score.py share."""
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """What a results file records of the recipe."""
+        return {name: getattr(self, name) for name in HYPERPARAMETERS}
+
+    def for_task(self, task_name: str, output_dir: str | Path) -> FinetuneSettings:
+        """This recipe applied to one task, run in ``output_dir``."""
+        shared = {field.name: getattr(self, field.name) for field in dataclasses.fields(FinetuneRecipe)}
+        return FinetuneSettings(**shared, task_name=task_name, output_dir=str(output_dir))
+
+
+def add_recipe_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of :class:`FinetuneRecipe`, in the help's groups (--glue_dir and --dataset_dir exclude each other)."""
     source = parser.add_argument_group("model and data")
-    source.add_argument("--model_name_or_path", required=True,
-                        help="saved FlexiBERT model folder (config.json and weights), e.g. a pretrained FlexiBERTForMaskedLM")
-    source.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
-    data = source.add_mutually_exclusive_group()
-    data.add_argument("--glue_dir", default=None,
-                      help="folder of GLUE TSVs: <TASK>/train.tsv and dev.tsv (MNLI: dev_matched.tsv, dev_mismatched.tsv); "
-                           "default: download from the hub")
-    data.add_argument("--dataset_dir", default=None, help="output folder of tokenize_glue_datasets.py (holds <task>/)")
-    source.add_argument("--cache_dir", default=None, help="datasets cache folder for hub downloads (default: the HF cache)")
-    train = parser.add_argument_group("training (defaults: the paper's values)")
-    train.add_argument("--learning_rate", type=float, default=2e-5, help="peak AdamW learning rate (linear decay)")
-    train.add_argument("--per_device_train_batch_size", type=int, default=64, help="training batch size per device")
-    train.add_argument("--per_device_eval_batch_size", type=int, default=128, help="evaluation batch size per device")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
-    train.add_argument("--num_train_epochs", type=float, default=5.0, help="training epochs")
-    train.add_argument("--max_steps", type=int, default=-1, help="optimizer steps; when > 0 it overrides --num_train_epochs")
-    train.add_argument("--max_seq_length", type=int, default=128, help="truncate inputs to this many tokens")
-    train.add_argument("--weight_decay", type=float, default=0.01, help="AdamW weight decay")
-    train.add_argument("--warmup_ratio", type=float, default=0.0, help="fraction of the steps with linear learning-rate warm-up")
-    train.add_argument("--seed", type=int, default=42, help="seed of the classifier's initialisation and of data shuffling")
-    train.add_argument("--max_train_samples", type=int, default=None, help="train on the first N examples only (quick runs)")
-    train.add_argument("--max_eval_samples", type=int, default=None, help="evaluate on the first N examples of each dev set")
-    train.add_argument("--load_best_model_at_end", action="store_true",
-                       help="evaluate on dev every epoch and score the best epoch's model (dev then selects and scores: optimistic)")
-    train.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (CUDA GPUs only)")
-    train.add_argument("--fp16", action="store_true", help="float16 mixed precision (CUDA GPUs only)")
-    train.add_argument("--logging_steps", type=int, default=50, help="log the training loss every N steps")
-    train.add_argument("--save_steps", type=int, default=500, help="checkpoint every N steps; a re-run resumes from the last one")
-    train.add_argument("--save_total_limit", type=int, default=2, help="checkpoints kept while training")
-    train.add_argument("--keep_checkpoints", action="store_true", help="keep the checkpoints once the run has finished")
-    train.add_argument("--save_model", action="store_true", help="save the fine-tuned model and tokenizer in the output folder")
-    train.add_argument("--dataloader_num_workers", type=int, default=0, help="data loading worker processes")
-    train.add_argument("--overwrite_output_dir", action="store_true",
-                       help="start over: delete the results and checkpoints of an earlier run in the output folder")
+    add_flags(source, FinetuneSource)
+    add_flags(source.add_mutually_exclusive_group(), GlueData)
+    add_flags(parser.add_argument_group("training (defaults: the paper's values)"), FinetuneTraining)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+@dataclass(kw_only=True)
+class FinetuneTask:
+    """Which task, and where its run goes."""
+
+    task_name: str = setting(None, "GLUE task: cola sst2 mrpc stsb qqp mnli qnli rte wnli", required=True)
+    output_dir: str = setting(None, "folder for checkpoints and results.json", required=True)
+
+
+@dataclass(kw_only=True)
+class FinetuneSettings(FinetuneRecipe, FinetuneTask):
+    """Everything a fine-tuning run of one task needs: the flags of finetune_flexibert.py."""
+
+
+def parse_args(argv: list[str] | None = None) -> FinetuneSettings:
+    """finetune_flexibert.py's flags as settings; a malformed flag exits with argparse's usage message."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--task_name", required=True, help="GLUE task: cola sst2 mrpc stsb qqp mnli qnli rte wnli")
-    parser.add_argument("--output_dir", required=True, help="folder for checkpoints and results.json")
-    add_common_args(parser)
-    return parser.parse_args(argv)
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    if (args.bf16 or args.fp16) and not torch.cuda.is_available():
-        raise GlueError("--bf16/--fp16 need a CUDA GPU and none is visible; drop the flag to train in float32")
-    if args.bf16 and args.fp16:
-        raise GlueError("--bf16 and --fp16 exclude each other; pick one")
-    if args.max_steps <= 0 and args.num_train_epochs <= 0:
-        raise GlueError("nothing to train: give --num_train_epochs > 0 or --max_steps > 0")
-    if not 0 <= args.warmup_ratio < 1:
-        raise GlueError(f"--warmup_ratio {args.warmup_ratio} must be in [0, 1)")
-    for flag in ("max_seq_length", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                 "save_steps", "logging_steps", "max_train_samples", "max_eval_samples"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise GlueError(f"--{flag} {value} must be at least 1")
-
-
-def _load_tokenizer(path: str) -> PreTrainedTokenizerBase:
-    try:
-        return load_tokenizer(path)
-    except (OSError, ValueError) as err:
-        raise GlueError(f"{err}\n--tokenizer defaults to the model folder; pass --tokenizer DIR when the tokenizer is elsewhere") from err
+    add_flags(parser, FinetuneTask)
+    add_recipe_flags(parser)
+    return from_flags(FinetuneSettings, parser.parse_args(argv))
 
 
 def _load_model(path: str, task: GlueTask) -> FlexiBERTForSequenceClassification:
     """The saved encoder with a fresh pooler and classifier for the task (an MLM head, if any, is dropped)."""
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise GlueError(f"--model_name_or_path {path}: cannot read a model config ({err}); give a folder written by "
-                        "save_pretrained (config.json and model.safetensors), e.g. the output of pretrain_flexibert.py") from err
-    if config.model_type != "flexibert":
-        raise GlueError(f"--model_name_or_path {path} holds a {config.model_type!r} model, not FlexiBERT; "
-                        "convert BERT checkpoints with flexibert/save_pretrained_models.py first")
+    saved_model_config(path, "--model_name_or_path")
     labels = {"num_labels": task.num_labels}
     if not task.is_regression:
         labels["id2label"] = dict(enumerate(task.label_names))
@@ -148,8 +172,8 @@ def _load_model(path: str, task: GlueTask) -> FlexiBERTForSequenceClassification
     fresh = sorted(info["missing_keys"]) + sorted(key for key, *_ in info["mismatched_keys"])
     untrained = [key for key in fresh if not key.startswith(("classifier.", "bert.pooler."))]
     if untrained:
-        raise GlueError(f"{path} lacks encoder weights ({', '.join(untrained[:3])}, ...): fine-tuning would start from random "
-                        "weights; give a folder saved from a FlexiBERT model")
+        raise ConfigurationError(f"{path} lacks encoder weights ({', '.join(untrained[:3])}, ...): fine-tuning would start from "
+                                 "random weights; give a folder saved from a FlexiBERT model")
     new = sorted({key.split(".")[1] if key.startswith("bert.") else key.split(".")[0] for key in fresh})
     dropped = sorted({"the MLM head" if key.startswith("cls.") else key.split(".")[0] for key in info["unexpected_keys"]})
     log(f"{task.name}: loaded the encoder from {path}; new: {', '.join(new) or 'nothing'}"
@@ -160,115 +184,57 @@ def _load_model(path: str, task: GlueTask) -> FlexiBERTForSequenceClassification
 def _check_compatible(model: FlexiBERTForSequenceClassification, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
     config = model.config
     if len(tokenizer) > config.vocab_size or tokenizer.pad_token_id != config.pad_token_id:
-        raise GlueError(f"the tokenizer (size {len(tokenizer)}, pad id {tokenizer.pad_token_id}) does not match the model "
-                        f"(vocab_size {config.vocab_size}, pad_token_id {config.pad_token_id}); use the tokenizer the model "
-                        "was pretrained with (--tokenizer)")
+        raise ConfigurationError(f"the tokenizer (size {len(tokenizer)}, pad id {tokenizer.pad_token_id}) does not match the model "
+                                 f"(vocab_size {config.vocab_size}, pad_token_id {config.pad_token_id}); use the tokenizer the model "
+                                 "was pretrained with (--tokenizer)")
     if max_length > config.max_position_embeddings:
-        raise GlueError(f"sequences of up to {max_length} tokens exceed the model's max_position_embeddings "
-                        f"{config.max_position_embeddings}; lower --max_seq_length")
+        raise ConfigurationError(f"sequences of up to {max_length} tokens exceed the model's max_position_embeddings "
+                                 f"{config.max_position_embeddings}; lower --max_seq_length")
 
 
-def _subset(data: DatasetDict, task: GlueTask, args: argparse.Namespace) -> DatasetDict:
+def _subset(data: DatasetDict, task: GlueTask, settings: FinetuneSettings) -> DatasetDict:
     """The first --max_train_samples / --max_eval_samples examples (deterministic, so a resumed run sees the same data)."""
-    limits = {"train": args.max_train_samples, **dict.fromkeys(task.validation_splits, args.max_eval_samples)}
+    limits = {"train": settings.max_train_samples, **dict.fromkeys(task.validation_splits, settings.max_eval_samples)}
     return DatasetDict({split: data[split] if limit is None else data[split].select(range(min(limit, len(data[split]))))
                         for split, limit in limits.items()})
 
 
-def _load_tokenized(dataset_dir: str, task: GlueTask, tokenizer: PreTrainedTokenizerBase, max_length: int) -> tuple[DatasetDict, int]:
-    """A task saved by tokenize_glue_datasets.py in ``dataset_dir/<task>/``; returns it and the length it was truncated to."""
-    folder = Path(dataset_dir) / task.name
-    meta_path = folder / TOKENIZATION_FILE
-    if not (folder / "dataset_dict.json").is_file() or not meta_path.is_file():
-        raise GlueError(f"--dataset_dir {dataset_dir}: no tokenised {task.name} dataset in {folder}; make it with "
-                        f"`python flexibert/tokenize_glue_datasets.py --tokenizer DIR --tasks {task.name} --output_dir {dataset_dir}`")
-    meta = json.loads(meta_path.read_text())
-    if meta["task"] != task.name:
-        raise GlueError(f"{folder} holds task {meta['task']!r}, not {task.name!r}")
-    if (meta["vocab_size"], meta["pad_token_id"]) != (len(tokenizer), tokenizer.pad_token_id):
-        raise GlueError(f"{folder} was tokenised with another tokenizer ({meta['tokenizer']}: size {meta['vocab_size']}, pad id "
-                        f"{meta['pad_token_id']}) than this one (size {len(tokenizer)}, pad id {tokenizer.pad_token_id}); "
-                        "re-run tokenize_glue_datasets.py with the model's tokenizer")
-    data = load_from_disk(str(folder))
-    for split in ("train", *task.validation_splits):
-        if split not in data or not set(TOKENIZED_COLUMNS) <= set(data[split].column_names):
-            raise GlueError(f"{folder}: expected split {split!r} with columns {', '.join(TOKENIZED_COLUMNS)}; "
-                            "re-run tokenize_glue_datasets.py")
-    if meta["max_seq_length"] != max_length:
-        log(f"note: {folder} was tokenised with max_seq_length {meta['max_seq_length']}; --max_seq_length {max_length} "
-            "does not apply to it")
-    return data, meta["max_seq_length"]
+def _load_data(task: GlueTask, settings: FinetuneSettings, model: FlexiBERTForSequenceClassification,
+               tokenizer: PreTrainedTokenizerBase) -> DatasetDict:
+    """The task's examples, tokenised (here, or earlier by tokenize_glue_datasets.py) and checked against the model."""
+    if settings.dataset_dir:
+        data, max_length = load_tokenized_glue(settings.dataset_dir, task, tokenizer)
+        if max_length != settings.max_seq_length:
+            log(f"note: {Path(settings.dataset_dir) / task.name} was tokenised with max_seq_length {max_length}; "
+                f"--max_seq_length {settings.max_seq_length} does not apply to it")
+        _check_compatible(model, tokenizer, max_length)
+        return _subset(data, task, settings)
+    data = _subset(load_glue(task, settings.glue_dir, settings.cache_dir), task, settings)
+    _check_compatible(model, tokenizer, settings.max_seq_length)
+    return tokenize_glue(data, task, tokenizer, settings.max_seq_length)
 
 
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
-def log(message: str) -> None:
-    """Print once: on the process that writes files, not on every rank under torchrun."""
-    if is_main_process():
-        print(message)
-
-
-def _clear_checkpoints(output: Path) -> None:
-    for checkpoint in output.glob("checkpoint-*"):
-        shutil.rmtree(checkpoint, ignore_errors=True)
-
-
-def finetune(args: argparse.Namespace) -> dict:
+def finetune(settings: FinetuneSettings) -> dict:
     """Fine-tune one task and evaluate it; returns the results written to results.json (a finished run's, if there is one)."""
     start = time.perf_counter()
-    task = get_task(args.task_name)
-    _check_args(args)
-    output = Path(args.output_dir)
+    task = get_task(settings.task_name)
+    settings.check()
+    output = Path(settings.output_dir)
     results_path = output / RESULTS_FILE
-    if args.overwrite_output_dir:
-        if is_main_process():
-            results_path.unlink(missing_ok=True)
-            _clear_checkpoints(output)
+    if settings.overwrite_output_dir:
+        clear_checkpoints(output, RESULTS_FILE)
     elif results_path.is_file():
         log(f"{task.name}: already finished, keeping {results_path} (pass --overwrite_output_dir to redo it)")
         return json.loads(results_path.read_text())
-    set_seed(args.seed)
-    model = _load_model(args.model_name_or_path, task)
-    tokenizer = _load_tokenizer(args.tokenizer or args.model_name_or_path)
-    if args.dataset_dir:
-        data, max_length = _load_tokenized(args.dataset_dir, task, tokenizer, args.max_seq_length)
-        data = _subset(data, task, args)
-    else:
-        data, max_length = _subset(load_glue(task, args.glue_dir, args.cache_dir), task, args), args.max_seq_length
-    _check_compatible(model, tokenizer, max_length)
-    if not args.dataset_dir:
-        data = tokenize_glue(data, task, tokenizer, max_length)
+    set_seed(settings.seed)
+    model = _load_model(settings.model_name_or_path, task)
+    tokenizer = open_tokenizer(settings.tokenizer or settings.model_name_or_path,
+                               hint="\n--tokenizer defaults to the model folder; pass --tokenizer DIR when the tokenizer is elsewhere")
+    data = _load_data(task, settings, model, tokenizer)
+    checkpoint = None if settings.overwrite_output_dir else resumable_checkpoint(output, model.config.model_dict)
 
-    best = args.load_best_model_at_end
-    training_args = TrainingArguments(
-        output_dir=str(output),
-        learning_rate=args.learning_rate,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        per_device_eval_batch_size=args.per_device_eval_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_ratio,  # a float below 1 is a fraction of the training steps
-        seed=args.seed,
-        bf16=args.bf16,
-        fp16=args.fp16,
-        logging_steps=args.logging_steps,
-        save_strategy="epoch" if best else "steps",
-        save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
-        eval_strategy="epoch" if best else "no",
-        load_best_model_at_end=best,
-        metric_for_best_model=f"eval_{task.validation_splits[0]}_score" if best else None,
-        greater_is_better=True,
-        dataloader_num_workers=args.dataloader_num_workers,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        use_cpu=cpu_torchrun(),
-        ddp_find_unused_parameters=False,  # the pooler and classifier are used; the MLM head is dropped
-        report_to="none",
-    )
+    best = settings.load_best_model_at_end
+    training_args = training_arguments(settings, output, metric_for_best_model=f"eval_{task.validation_splits[0]}_score" if best else None)
 
     def metrics_of(prediction: EvalPrediction) -> dict[str, float]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
@@ -284,12 +250,11 @@ def finetune(args: argparse.Namespace) -> dict:
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=metrics_of,
     )
-    last = get_last_checkpoint(str(output)) if output.is_dir() else None
-    if last:
-        log(f"{task.name}: resuming from {last}")
+    if checkpoint:
+        log(f"{task.name}: resuming from {checkpoint}")
     with CheckpointOnSignal() as stopper:
         trainer.add_callback(stopper)
-        train_result = trainer.train(resume_from_checkpoint=last)
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
     stopper.exit_if_stopped(trainer.state.global_step, output)
 
     evaluated = "best epoch's model (by dev score)" if best else "final model"
@@ -297,35 +262,33 @@ def finetune(args: argparse.Namespace) -> dict:
     metrics = {}
     for split in task.validation_splits:
         raw = trainer.evaluate(eval_dataset=data[split], metric_key_prefix="eval")
-        metrics[split] = {key.removeprefix("eval_"): _finite(value) for key, value in raw.items()
+        metrics[split] = {key.removeprefix("eval_"): finite_or_none(value) for key, value in raw.items()
                           if key not in ("epoch", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")}
         metrics[split]["samples"] = len(data[split])
     score = task_score(task, metrics)
     results = {
         "task": task.name,
-        "model_name_or_path": str(args.model_name_or_path),
+        "model_name_or_path": str(settings.model_name_or_path),
         "score": score,
         "metrics": metrics,
         "evaluated_model": "best epoch" if best else "final",
         "global_step": trainer.state.global_step,
-        "epochs": _finite(trainer.state.epoch),
-        "train_loss": _finite(train_result.training_loss),
+        "epochs": finite_or_none(trainer.state.epoch),
+        "train_loss": finite_or_none(train_result.training_loss),
         "train_samples": len(data["train"]),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "encoder_parameters": sum(p.numel() for p in model.bert.parameters()),
+        "parameters": count_parameters(model),
+        "encoder_parameters": count_parameters(model.bert),
         "wall_time_s": round(time.perf_counter() - start, 2),
-        "hyperparameters": {name: getattr(args, name) for name in HYPERPARAMETERS},
+        "hyperparameters": settings.hyperparameters(),
     }
-    if args.save_model:
+    if settings.save_model:
         trainer.save_model(str(output))
     if is_main_process():
         write_json_atomic(results_path, results)
-        if not args.keep_checkpoints:
-            _clear_checkpoints(output)
+        if not settings.keep_checkpoints:
+            clear_checkpoints(output)
         shown = ", ".join(f"{split} {name} {value:.4f}" for split, values in metrics.items() for name, value in values.items()
                           if name in ("accuracy", "f1", "matthews_correlation", "pearson", "spearman"))
         print(f"{task.name}: score {score:.2f} ({shown}) after {trainer.state.global_step} steps in {results['wall_time_s']:.0f}s; "
               f"results in {results_path}")
     return results
-
-

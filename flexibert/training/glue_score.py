@@ -17,48 +17,62 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
 from flexibert.data.glue import get_task
 from flexibert.data.glue_metrics import DEFAULT_TASKS, glue_score
-from flexibert.training.common import is_main_process
-from flexibert.training.finetune import HYPERPARAMETERS, RESULTS_FILE, add_common_args, finetune
-from flexibert.utils.cli import HelpFormatter
+from flexibert.training.distributed import is_main_process
+from flexibert.training.finetune import RESULTS_FILE, FinetuneRecipe, add_recipe_flags, finetune
+from flexibert.utils.cli import HelpFormatter, add_flags, from_flags, setting
 from flexibert.utils.files import write_json_atomic
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+@dataclass(kw_only=True)
+class GlueTasks:
+    """Which tasks are averaged, and where their runs go."""
+
+    tasks: list[str] = setting(list(DEFAULT_TASKS), "GLUE tasks to fine-tune and average (any of cola sst2 mrpc stsb qqp mnli qnli "
+                                                    "rte wnli)")
+    output_dir: str = setting(None, "folder for results.json and one sub-folder per task", required=True)
+
+
+@dataclass(kw_only=True)
+class GlueScoreSettings(FinetuneRecipe, GlueTasks):
+    """Everything a GLUE score needs: the flags of glue_score.py (one fine-tuning recipe for every task)."""
+
+
+def parse_args(argv: list[str] | None = None) -> GlueScoreSettings:
+    """glue_score.py's flags as settings; a malformed flag exits with argparse's usage message."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS),
-                        help="GLUE tasks to fine-tune and average (any of cola sst2 mrpc stsb qqp mnli qnli rte wnli)")
-    parser.add_argument("--output_dir", required=True, help="folder for results.json and one sub-folder per task")
-    add_common_args(parser)
-    return parser.parse_args(argv)
+    add_flags(parser, GlueTasks)
+    add_recipe_flags(parser)
+    return from_flags(GlueScoreSettings, parser.parse_args(argv))
 
 
-def score_model(args: argparse.Namespace) -> dict:
+def score_model(settings: GlueScoreSettings) -> dict:
     """Fine-tune (or reuse) every task, then write and return the combined results."""
     start = time.perf_counter()
-    tasks = list(dict.fromkeys(get_task(name).name for name in args.tasks))
-    output = Path(args.output_dir)
+    tasks = list(dict.fromkeys(get_task(name).name for name in settings.tasks))
+    output = Path(settings.output_dir)
     per_task = {}
     main_process = is_main_process()
     for name in tqdm(tasks, desc="GLUE tasks", unit="task", disable=not main_process):
         if main_process:
             tqdm.write(f"=== {name} ===")
-        per_task[name] = finetune(argparse.Namespace(**{**vars(args), "task_name": name, "output_dir": str(output / name)}))
+        per_task[name] = finetune(settings.for_task(name, output / name))
     scores = {name: result["score"] for name, result in per_task.items()}
     results = {
-        "model_name_or_path": str(args.model_name_or_path),
+        "model_name_or_path": str(settings.model_name_or_path),
         "tasks": tasks,
         "glue_score": glue_score(scores, tasks),
         "scores": scores,
         "metrics": {name: result["metrics"] for name, result in per_task.items()},
         "wall_time_s": round(sum(result["wall_time_s"] for result in per_task.values()), 2),
         "encoder_parameters": per_task[tasks[0]]["encoder_parameters"],
-        "hyperparameters": {name: getattr(args, name) for name in HYPERPARAMETERS},
+        "hyperparameters": settings.hyperparameters(),
     }
     if main_process:
         path = write_json_atomic(output / RESULTS_FILE, results)
@@ -66,5 +80,3 @@ def score_model(args: argparse.Namespace) -> dict:
         print(f"GLUE score {results['glue_score']:.2f} over {len(tasks)} task(s) ({shown}); "
               f"{time.perf_counter() - start:.0f}s this run; results in {path}")
     return results
-
-
