@@ -1,8 +1,8 @@
 """Fine-tune a saved FlexiBERT model on one GLUE task and score it on the dev set(s).
 
-    python flexibert/finetune_flexibert.py --model_name_or_path models/pretrained/HASH --task_name rte \
+    python flexibert/finetune_flexibert.py --model_name_or_path models/pretrained/HASH --task_name rte \\
         --glue_dir ../shared/data/glue --output_dir runs/glue/HASH/rte
-    python -m flexibert.finetune_flexibert --model_name_or_path models/pretrained/HASH --task_name sst2 \
+    python -m flexibert.finetune_flexibert --model_name_or_path models/pretrained/HASH --task_name sst2 \\
         --dataset_dir GLUE_data --output_dir runs/glue/HASH/sst2
 
 The model folder is one written by save_pretrained, e.g. a pretrained FlexiBERTForMaskedLM with its
@@ -28,7 +28,7 @@ from flexibert.training.settings import ConfigurationError
 
 
 def main(argv: list[str] | None = None) -> dict:
-    settings = parse_args(argv)
+    settings = parse_args(argv, description=__doc__)
     try:
         return finetune(settings)
     except (ConfigurationError, GlueError) as err:

@@ -1,7 +1,7 @@
 """Fine-tune a FlexiBERT model on each chosen GLUE task and report its GLUE score (0-100).
 
     python flexibert/glue_score.py --model_name_or_path models/pretrained/HASH --output_dir runs/glue/HASH
-    python -m flexibert.glue_score --model_name_or_path models/pretrained/HASH --glue_dir ../shared/data/glue \
+    python -m flexibert.glue_score --model_name_or_path models/pretrained/HASH --glue_dir ../shared/data/glue \\
         --tasks sst2 mrpc stsb rte --output_dir runs/glue/HASH
 
 Each task is fine-tuned in this process with finetune_flexibert.py's recipe (every flag below applies
@@ -24,7 +24,7 @@ from flexibert.training.settings import ConfigurationError
 
 
 def main(argv: list[str] | None = None) -> dict:
-    settings = parse_args(argv)
+    settings = parse_args(argv, description=__doc__)
     try:
         return score_model(settings)
     except (ConfigurationError, GlueError) as err:

@@ -5,7 +5,7 @@ this step takes its best-scoring models, interpolates each with its stored neigh
 other top models at the finer ``--new_layers_per_stack`` (embeddings/interpolation.py), and saves
 the candidates as a new library with embeddings and neighbours, ready for the next search.
 
-    python flexibert/hierarchical.py --old_dataset_file dataset/dataset_test.json --run_dir runs/test \
+    python flexibert/hierarchical.py --old_dataset_file dataset/dataset_test.json --run_dir runs/test \\
         --new_dataset_file dataset/dataset_test_2.json --old_layers_per_stack 2 --new_layers_per_stack 1
 """
 

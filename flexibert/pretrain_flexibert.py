@@ -34,7 +34,7 @@ from flexibert.training.settings import ConfigurationError
 
 
 def main(argv: list[str] | None = None) -> dict:
-    settings = parse_args(argv)
+    settings = parse_args(argv, description=__doc__)
     try:
         return pretrain(settings)
     except ConfigurationError as err:

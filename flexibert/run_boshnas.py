@@ -1,8 +1,8 @@
 """Search a graph library for the best architecture: BOSHNAS (or a baseline) proposes, an executor trains, the journal remembers.
 
-    python flexibert/run_boshnas.py --dataset_file dataset/dataset_test.json --run_dir runs/test \
+    python flexibert/run_boshnas.py --dataset_file dataset/dataset_test.json --run_dir runs/test \\
         --tokenizer roberta_tokenizer --pretrain_dataset_dir tokenized_pretraining_dataset --glue_dir GLUE_data
-    python -m flexibert.run_boshnas --dataset_file LIB.json --benchmark_file BENCH.json --executor inline \
+    python -m flexibert.run_boshnas --dataset_file LIB.json --benchmark_file BENCH.json --executor inline \\
         --strategy evolution --budget 50 --run_dir runs/evolution_seed1 --seed 1
 
 Each candidate's job (flexibert/candidate_job.py) pretrains it with MLM, warm-started by weight

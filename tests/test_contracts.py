@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 
 from flexibert.search.journal import Event, Journal, RunDirError, SearchState
 from flexibert.search.layout import SCORE_FIELD, RunLayout
 from flexibert.search.settings import parse_args as search_args
-from flexibert.search.strategies import STRATEGIES, Boshnas, BoshnasSettings, SearchContext, Strategy
+from flexibert.search.strategies import Boshnas, BoshnasSettings
 from flexibert.utils.cli import add_flags, from_flags, setting
 
 
@@ -96,32 +95,3 @@ def test_boshnas_resumes_a_journaled_state_written_before_the_counter_was_rename
     strategy = Boshnas(BoshnasSettings(patience=1, aleatoric_rounds=1))
     strategy.load_state_dict({"same": 2, "last_best": 70.0, "last_method": "optimization", "fitted_on": 0, "surrogate_round": None})
     assert strategy.converged and "same" not in strategy.state_dict()
-
-
-def test_a_new_strategy_is_one_class(tmp_path, capsys):
-    @dataclass
-    class _PickFirstSettings:
-        offset: int = setting(0, "skip this many available models", flag="pick_first_offset")
-
-    class _PickFirst(Strategy):
-        """A strategy written for this test: the first available models, in library order."""
-
-        name = "test-pick-first"
-        Settings = _PickFirstSettings
-
-        def __init__(self, settings: _PickFirstSettings):
-            self.settings = settings
-
-        def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
-            return [(int(i), "first") for i in np.flatnonzero(context.available)[self.settings.offset:][:count]]
-
-    try:
-        assert STRATEGIES["test-pick-first"] is _PickFirst
-        args = search_args(["--dataset_file", "x", "--strategy", "test-pick-first", "--pick_first_offset", "2"])
-        strategy = STRATEGIES[args.strategy].from_args(args, RunLayout(tmp_path))
-        assert strategy.settings.offset == 2 and strategy.recorded_settings() == {"offset": 2}
-        with pytest.raises(SystemExit):
-            search_args(["--help"])
-        assert "--pick_first_offset" in capsys.readouterr().out
-    finally:
-        del STRATEGIES["test-pick-first"]

@@ -230,7 +230,7 @@ def kill_and_resume_until_done(command: list[str], run_dir: Path, rng: np.random
     return made
 
 
-def test_a_strategy_defined_in_one_class_runs_a_search_and_resumes(search_files, tmp_path):
+def test_a_strategy_defined_in_one_class_runs_a_search_and_resumes(search_files, tmp_path, capsys):
     """Nothing but the subclass: its name registers it for --strategy, its settings become flags and are journaled."""
     from dataclasses import dataclass
 
@@ -256,6 +256,10 @@ def test_a_strategy_defined_in_one_class_runs_a_search_and_resumes(search_files,
             return [(int(i), "widest") for i in rng.permutation(options)[: min(count, self.settings.widest_keep)]]
 
     try:
+        assert STRATEGIES["test-widest"] is Widest
+        with pytest.raises(SystemExit):
+            run_boshnas.main(["--help"])
+        assert "--widest_keep" in capsys.readouterr().out
         run_dir = tmp_path / "widest"
         state = search(search_files, run_dir, "--strategy", "test-widest", "--widest_keep", "2", "--budget", "6", "--num_init", "2")
         library = Library.load(search_files["library"])

@@ -5,12 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import BertForMaskedLM, BertForSequenceClassification, BertModel, PreTrainedModel
 
-from flexibert.models.modeling_flexibert import (
-    FlexiBERTConfig,
-    FlexiBERTForMaskedLM,
-    FlexiBERTForSequenceClassification,
-    FlexiBERTModel,
-)
+from flexibert.models.configuration_flexibert import FlexiBERTConfig
+from flexibert.models.modeling_flexibert import FlexiBERTForMaskedLM, FlexiBERTForSequenceClassification, FlexiBERTModel
 
 _LAYER_RENAMES = {"intermediate.dense.": "intermediate.sequential.0."}
 

@@ -1,12 +1,8 @@
-"""Hierarchical step: interpolate between the best trained models of a library to build the next, finer library.
+"""The hierarchical step as a library: the next, finer library around the best models of a searched one.
 
-The search first explores a coarse library (layers tied in stacks of ``--old_layers_per_stack``);
-this step takes its best-scoring models, interpolates each with its stored neighbours and with the
-other top models at the finer ``--new_layers_per_stack`` (embeddings/interpolation.py), and saves
-the candidates as a new library with embeddings and neighbours, ready for the next search.
-
-    python flexibert/hierarchical.py --old_dataset_file dataset/dataset_test.json --run_dir runs/test \\
-        --new_dataset_file dataset/dataset_test_2.json --old_layers_per_stack 2 --new_layers_per_stack 1
+The best-scoring models are interpolated with their stored neighbours and with each other at a finer
+number of layers per stack (embeddings/interpolation.py), and the candidates become a new library with
+its own embeddings and neighbours. ``flexibert/hierarchical.py`` is the stage script.
 """
 
 from __future__ import annotations

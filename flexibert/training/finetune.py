@@ -1,20 +1,9 @@
-"""Fine-tune a saved FlexiBERT model on one GLUE task and score it on the dev set(s).
+"""Fine-tuning of a saved FlexiBERT model on one GLUE task: the recipe's settings (and flags) and ``finetune``.
 
-    python flexibert/finetune_flexibert.py --model_name_or_path models/pretrained/HASH --task_name rte \\
-        --glue_dir ../shared/data/glue --output_dir runs/glue/HASH/rte
-    python -m flexibert.finetune_flexibert --model_name_or_path models/pretrained/HASH --task_name sst2 \\
-        --dataset_dir GLUE_data --output_dir runs/glue/HASH/sst2
-
-The model folder is one written by save_pretrained, e.g. a pretrained FlexiBERTForMaskedLM with its
-tokenizer saved beside it: the MLM head is discarded, and a fresh pooler and classifier are trained
-(a regression head for STS-B). Data come from the hub, from GLUE TSVs (--glue_dir) or from the output
-of tokenize_glue_datasets.py (--dataset_dir); batches are padded to their longest input. The defaults
-are the paper's GPU recipe. The final model is evaluated on the dev set(s) (MNLI: matched and
-mismatched); --load_best_model_at_end instead evaluates every epoch and keeps the best epoch, so that
-dev both selects and scores the model (an optimistic score).
-
-Writes <output_dir>/results.json (metrics, task score 0-100, steps, wall time, parameter count).
-Re-running the command resumes from the last checkpoint; a finished run is not redone.
+The recipe (``FinetuneRecipe``) is shared with GLUE scoring, which fine-tunes every task with it;
+a task's settings add the task and its output folder. ``finetune`` resumes from the last checkpoint of
+the same model, evaluates the dev set(s) and writes ``results.json`` atomically, last. The stage
+script ``flexibert/finetune_flexibert.py`` documents what is trained and how it is scored.
 """
 
 from __future__ import annotations
@@ -25,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from datasets import DatasetDict
 from transformers import DataCollatorWithPadding, EvalPrediction, PreTrainedTokenizerBase, Trainer, set_seed
@@ -42,6 +31,7 @@ from flexibert.training.settings import ConfigurationError, TrainerSettings, che
 from flexibert.utils.cli import HelpFormatter, add_flags, from_flags, setting
 from flexibert.utils.files import write_json_atomic
 
+T = TypeVar("T")
 RESULTS_FILE = "results.json"
 # The settings results.json records under "hyperparameters" (per task, and for the GLUE score).
 HYPERPARAMETERS = ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps",
@@ -147,12 +137,17 @@ class FinetuneSettings(FinetuneRecipe, FinetuneTask):
     """Everything a fine-tuning run of one task needs: the flags of finetune_flexibert.py."""
 
 
-def parse_args(argv: list[str] | None = None) -> FinetuneSettings:
-    """finetune_flexibert.py's flags as settings; a malformed flag exits with argparse's usage message."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_flags(parser, FinetuneTask)
+def parse_recipe_args(settings_class: type[T], own: type, argv: list[str] | None, description: str | None) -> T:
+    """``own``'s flags first, then the recipe's, parsed into ``settings_class``; a malformed flag exits with argparse's usage."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    add_flags(parser, own)
     add_recipe_flags(parser)
-    return from_flags(FinetuneSettings, parser.parse_args(argv))
+    return from_flags(settings_class, parser.parse_args(argv))
+
+
+def parse_args(argv: list[str] | None = None, description: str | None = None) -> FinetuneSettings:
+    """finetune_flexibert.py's flags as settings."""
+    return parse_recipe_args(FinetuneSettings, FinetuneTask, argv, description)
 
 
 def _load_model(path: str, task: GlueTask) -> FlexiBERTForSequenceClassification:

@@ -1,21 +1,11 @@
-"""Fine-tune a FlexiBERT model on each chosen GLUE task and report its GLUE score (0-100).
+"""The GLUE score of a saved model: every chosen task fine-tuned with one recipe, then the tasks' scores averaged.
 
-    python flexibert/glue_score.py --model_name_or_path models/pretrained/HASH --output_dir runs/glue/HASH
-    python -m flexibert.glue_score --model_name_or_path models/pretrained/HASH --glue_dir ../shared/data/glue \\
-        --tasks sst2 mrpc stsb rte --output_dir runs/glue/HASH
-
-Each task is fine-tuned in this process with finetune_flexibert.py's recipe (every flag below applies
-to every task) into <output_dir>/<task>/. Task score: CoLA MCC x 100; STS-B mean of Pearson and
-Spearman; MRPC and QQP mean of accuracy and F1; MNLI mean of matched and mismatched accuracy; the
-others accuracy (all x 100, on the dev sets). The GLUE score is the mean over --tasks (default: the 8
-tasks without WNLI). <output_dir>/results.json gets the per-task metrics and scores, the GLUE score,
-the summed wall time and the encoder's parameter count. Re-running resumes: finished tasks (those
-with <output_dir>/<task>/results.json) are kept, an interrupted one continues from its last checkpoint.
+Finished tasks are kept, so a re-run (or a requeued job) only trains what is left. The stage script
+``flexibert/glue_score.py`` documents the per-task scores and the average.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +15,8 @@ from tqdm import tqdm
 from flexibert.data.glue import get_task
 from flexibert.data.glue_metrics import DEFAULT_TASKS, glue_score
 from flexibert.training.distributed import is_main_process
-from flexibert.training.finetune import RESULTS_FILE, FinetuneRecipe, add_recipe_flags, finetune
-from flexibert.utils.cli import HelpFormatter, add_flags, from_flags, setting
+from flexibert.training.finetune import RESULTS_FILE, FinetuneRecipe, finetune, parse_recipe_args
+from flexibert.utils.cli import setting
 from flexibert.utils.files import write_json_atomic
 
 
@@ -44,12 +34,9 @@ class GlueScoreSettings(FinetuneRecipe, GlueTasks):
     """Everything a GLUE score needs: the flags of glue_score.py (one fine-tuning recipe for every task)."""
 
 
-def parse_args(argv: list[str] | None = None) -> GlueScoreSettings:
-    """glue_score.py's flags as settings; a malformed flag exits with argparse's usage message."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    add_flags(parser, GlueTasks)
-    add_recipe_flags(parser)
-    return from_flags(GlueScoreSettings, parser.parse_args(argv))
+def parse_args(argv: list[str] | None = None, description: str | None = None) -> GlueScoreSettings:
+    """glue_score.py's flags as settings."""
+    return parse_recipe_args(GlueScoreSettings, GlueTasks, argv, description)
 
 
 def score_model(settings: GlueScoreSettings) -> dict:

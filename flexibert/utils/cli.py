@@ -87,7 +87,8 @@ def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, setting
             kwargs["action"] = "store_true" if flag == field.name else "store_false"
         else:
             kwargs.setdefault("type", _value_type(annotation))
-            kwargs.setdefault("metavar", f"{prefix}{flag}".upper())  # the flag's name, not the field's, in --help
+            if flag != field.name and "choices" not in kwargs:
+                kwargs.setdefault("metavar", f"{prefix}{flag}".upper())  # a renamed flag shows its own name in --help
             repeated = kwargs.get("action") == "append"  # one value per use of the flag, not several after it
             if not repeated and (typing.get_origin(annotation) in (list, tuple) or list in typing.get_args(annotation)):
                 kwargs.setdefault("nargs", "+")
