@@ -6,9 +6,10 @@
 Each (strategy, seed) is an ordinary run_boshnas.py search with the inline executor in
 <output_dir>/<strategy>_seed<seed>/ (so an interrupted comparison resumes, and every run has its own
 leaderboard and plots). The comparison writes <output_dir>/comparison.png (mean best score so far vs
-evaluated models, with a band from the worst to the best seed) and comparison.md/.csv (mean ± std of
-the best score at --report_budgets). A run that stopped early (BOSHNAS's convergence rule) keeps its
-last best score for the remaining evaluations.
+evaluated models, with a band from the worst to the best seed) and comparison.md/.csv (mean ± sample
+std of the best score at --report_budgets). Runs are compared at equal numbers of evaluations: a run
+that stopped early (--stop_on_convergence, or an exhausted library) has no score after its last
+evaluation, and the table says how many runs reached each budget.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from flexibert.cluster.base import ExecutorError  # noqa: E402
+from flexibert.search.comparison import best_curve, mean_and_spread  # noqa: E402
 from flexibert.search.controller import run_search  # noqa: E402
 from flexibert.search.journal import RunDirError  # noqa: E402
 from flexibert.search.layout import RunLayout  # noqa: E402
@@ -54,12 +56,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     return args, passed_on
 
 
-def best_curve(scores: list[float], budget: int) -> np.ndarray:
-    """Best score after each of ``budget`` evaluations (held constant after a run's last one)."""
-    curve = np.maximum.accumulate(np.asarray(scores, dtype=float))
-    return np.concatenate([curve, np.full(budget - len(curve), curve[-1])]) if len(curve) else np.full(budget, np.nan)
-
-
 def run_all(args: argparse.Namespace, passed_on: list[str]) -> dict[str, np.ndarray]:
     """Run (or resume) every search quietly; returns {strategy: (seeds, budget) array of best-so-far curves}."""
     output = Path(args.output_dir)
@@ -80,17 +76,17 @@ def run_all(args: argparse.Namespace, passed_on: list[str]) -> dict[str, np.ndar
             raise SystemExit(f"interrupted in {run_dir}; re-run the same command to resume the comparison")
         scores = [state.candidates[h].score for h in state.finished]
         curves[strategy].append(best_curve(scores, args.budget))
-        tqdm.write(f"{strategy} seed {seed}: best {max(scores):.2f} after {len(scores)} models ({run_dir})")
+        early = f"; stopped early ({state.stopped})" if len(scores) < args.budget else ""
+        tqdm.write(f"{strategy} seed {seed}: best {max(scores):.2f} after {len(scores)} models{early} ({run_dir})")
     return {strategy: np.stack(found) for strategy, found in curves.items()}
 
 
 def table_rows(curves: dict[str, np.ndarray], budgets: list[int]) -> list[dict]:
+    """One row per strategy: mean ± sample std of the best score at each budget, over the runs that got there."""
     rows = []
     for strategy, runs in curves.items():
         row = {"strategy": strategy, "runs": len(runs)}
-        for budget in budgets:
-            values = runs[:, budget - 1]
-            row[f"best@{budget}"] = f"{values.mean():.2f} ± {values.std():.2f}"
+        row.update({f"best@{budget}": mean_and_spread(runs[:, budget - 1]) for budget in budgets})
         rows.append(row)
     return rows
 
@@ -100,8 +96,8 @@ def write_outputs(curves: dict[str, np.ndarray], args: argparse.Namespace) -> st
     fig, ax = plt.subplots(figsize=(7, 4.5))
     steps = np.arange(1, args.budget + 1)
     for strategy, runs in curves.items():
-        ax.plot(steps, runs.mean(axis=0), label=f"{strategy} (mean of {len(runs)})")
-        ax.fill_between(steps, runs.min(axis=0), runs.max(axis=0), alpha=0.2)
+        ax.plot(steps, np.nanmean(runs, axis=0), label=f"{strategy} (mean of {len(runs)})")
+        ax.fill_between(steps, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0), alpha=0.2)
     ax.set(xlabel="evaluated models", ylabel=f"best {args.benchmark_metric} score so far", title=Path(args.benchmark_file).name)
     ax.legend()
     fig.savefig(output / "comparison.png", dpi=120, bbox_inches="tight")

@@ -126,15 +126,20 @@ def test_failed_jobs_are_retried_then_recorded_and_the_search_goes_on(search_fil
     assert f"{len(failed)} model(s) failed" in (run_dir / "leaderboard.md").read_text()
 
 
-def test_evolution_mutates_neighbours_and_gp_runs(search_files, tmp_path):
+def test_evolution_changes_one_choice_of_a_parent_and_gp_runs(search_files, tmp_path):
+    from flexibert.search.strategies.encoding import ChoiceEncoding
+
     library = Library.load(search_files["library"])
     state = search(search_files, tmp_path / "evolution", "--strategy", "evolution", "--budget", "14", "--num_init", "6",
                    "--population_size", "6")
     methods = [state.candidates[h].method for h in state.finished]
-    assert methods[:6] == ["init"] * 6 and methods[6:].count("mutation") >= 6
-    for position, model_hash in enumerate(state.finished[6:], 6):
-        if state.candidates[model_hash].method == "mutation":  # a child is a library neighbour of an earlier model
-            assert any(model_hash in library.neighbors_of(parent) for parent in state.finished[:position])
+    assert methods == ["init"] * 6 + ["mutation"] * 8
+    # A child differs from an earlier model in one choice (where the library has that model untried); a depth change
+    # also sets the new stack's choices, so it differs in up to 1 + 4 of them.
+    codes = ChoiceEncoding.of(library).codes
+    distances = [min(int((codes[library.index(h)] != codes[library.index(p)]).sum()) for p in state.finished[:position])
+                 for position, h in enumerate(state.finished[6:], 6)]
+    assert max(distances) <= 5 and distances.count(1) >= len(distances) // 2, distances
 
     gp = search(search_files, tmp_path / "gp", "--strategy", "gp", "--budget", "10", "--num_init", "5")
     assert [gp.candidates[h].method for h in gp.finished][5:] == ["gp-ei"] * 5

@@ -30,24 +30,47 @@ class BenchmarkError(ValueError):
     """A benchmark file cannot score a model as asked (no such model, no such metric, not a benchmark)."""
 
 
+def _mean_scores(measurements: list[dict]) -> dict:
+    """One architecture's scores from its repeated measurements: the mean of each numeric score (others: the first)."""
+    merged = dict(measurements[0])
+    for name in list(merged):
+        values = [m.get(name) for m in measurements]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            merged[name] = float(np.mean(values))
+    return merged
+
+
 @lru_cache(maxsize=4)
-def _benchmark_index(path: str, mtime: float) -> dict[str, dict]:
-    """``{hash: scores}`` of a benchmark file, hashed once per process (and again if the file changes)."""
+def _benchmark_index(path: str, mtime: float) -> tuple[dict[str, dict], int]:
+    """``{hash: scores}`` of a benchmark file and how many architectures it lists more than once (hashed once per process).
+
+    An architecture listed twice was trained twice: its scores are repeated measurements of one model,
+    so the search sees their mean (not whichever entry came last).
+    """
     data = json.loads(Path(path).read_text())
     entries = data.get("entries") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise BenchmarkError(f"{path}: expected {{\"entries\": [{{\"model_dict\": ..., \"scores\": {{...}}}}, ...]}}")
-    # An entry's "model_hash", when present, saves hashing every model dict (seconds for 10,000 models).
-    return {entry.get("model_hash") or compute_model_hash(entry["model_dict"]): entry["scores"] for entry in entries}
+    measured: dict[str, list[dict]] = {}
+    for entry in entries:
+        # An entry's "model_hash", when present, saves hashing every model dict (seconds for 10,000 models).
+        measured.setdefault(entry.get("model_hash") or compute_model_hash(entry["model_dict"]), []).append(entry["scores"])
+    repeated = sum(len(scores) > 1 for scores in measured.values())
+    return {digest: _mean_scores(scores) for digest, scores in measured.items()}, repeated
+
+
+def benchmark_index(path: str | Path) -> tuple[dict[str, dict], int]:
+    """``({hash: scores}, number of architectures measured more than once)`` of a benchmark file."""
+    path = Path(path)
+    return _benchmark_index(str(path.resolve()), path.stat().st_mtime)
 
 
 def benchmark_score(path: str | Path, metric: str, model_hash: str) -> float:
-    """The score of ``model_hash`` in a benchmark file (scores 0-100)."""
-    path = Path(path)
-    scores = _benchmark_index(str(path.resolve()), path.stat().st_mtime).get(model_hash)
+    """The score of ``model_hash`` in a benchmark file (scores 0-100; the mean of repeated measurements)."""
+    scores = benchmark_index(path)[0].get(model_hash)
     if scores is None:
         raise BenchmarkError(f"model {model_hash} is not in the benchmark file {path}; a benchmark must score every model "
-                       "the search can propose (build the library from the benchmark's models with --model_dicts)")
+                             "the search can propose (build the library from the benchmark's models with --model_dicts)")
     if metric not in scores or not isinstance(scores[metric], (int, float)):
         raise BenchmarkError(f"model {model_hash} in {path} has no numeric score {metric!r} (it has: {', '.join(scores) or 'none'})")
     return float(scores[metric])

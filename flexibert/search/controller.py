@@ -21,6 +21,7 @@ from embeddings.library import Library, LibraryFileError, load_shared
 from flexibert.cluster import create_executor
 from flexibert.cluster.base import ENDED, Executor, JobRequest
 from flexibert.models.weight_transfer import model_overlap
+from flexibert.search.benchmarks import BenchmarkError, benchmark_index
 from flexibert.search.job import run_request
 from flexibert.search.journal import Candidate, Event, Journal, RunDirError, RunLock, SearchState
 from flexibert.search.layout import SCORE_FIELD, RunLayout
@@ -173,7 +174,8 @@ class Controller:
                 slots -= 1
                 self.ingest()  # an inline job has already ended
             left = self.args.budget - len(self.state.candidates)
-            converged = self.strategy.converged and len(self.state.finished) >= self.args.num_init
+            # Stopping before the budget is the user's choice: by default --budget N evaluates N models.
+            converged = self.args.stop_on_convergence and self.strategy.converged and len(self.state.finished) >= self.args.num_init
             busy = self.state.in_flight() or self.state.waiting()
             if (left <= 0 or converged) and not busy:
                 return "converged" if converged and left > 0 else "budget"
@@ -208,6 +210,9 @@ class Controller:
             write_scored_library(self.layout, self.state, self.library)
         if reason != "interrupted":
             self.record(Event.STOP, reason=reason)
+        if reason == "converged":
+            print(f"stopped early: {self.args.strategy} converged after {len(self.state.candidates)} of --budget {self.args.budget} "
+                  "models (--stop_on_convergence); the journal records the stop", flush=True)
         best = self.state.best()
         summary = f"best {best[1]:.2f}: {best[0]}" if best else "no model scored"
         print(f"search {'stopped' if reason == 'interrupted' else 'finished'} ({reason}) after {len(self.state.finished)} "
@@ -244,12 +249,25 @@ def open_run(args: argparse.Namespace, run: RunLayout, journal: Journal) -> Sear
     return state
 
 
+def check_benchmark(path: str) -> None:
+    """Read the benchmark file now (a wrong one fails here, not in every job) and say once how repeats are scored."""
+    if not Path(path).is_file():
+        raise SearchError(f"--benchmark_file {path}: no such file")
+    try:
+        repeated = benchmark_index(path)[1]
+    except (BenchmarkError, ValueError, KeyError) as err:
+        raise SearchError(f"--benchmark_file {path}: not a benchmark file ({err})") from None
+    if repeated:
+        print(f"note: {repeated} architecture(s) appear more than once in {path}; their scores are repeated measurements "
+              "of one model, and the search sees their mean", flush=True)
+
+
 def run_search(args: argparse.Namespace) -> SearchState:
     """Open (or resume) the run in ``args.run_dir`` and search until done; returns the final state."""
     run = RunLayout(args.run_dir)
     library = open_library(args.dataset_file)
-    if args.benchmark_file and not Path(args.benchmark_file).is_file():
-        raise SearchError(f"--benchmark_file {args.benchmark_file}: no such file")
+    if args.benchmark_file:
+        check_benchmark(args.benchmark_file)
     run.root.mkdir(parents=True, exist_ok=True)
     with RunLock(run.root):
         journal = Journal(run.root)

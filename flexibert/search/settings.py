@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     search.add_argument("--budget", type=int, default=50, help="models to evaluate in all (failed ones count)")
     search.add_argument("--max_concurrent", type=int, default=1, help="jobs in flight at once")
     search.add_argument("--seed", type=int, default=1, help="seed of every random choice of the search (recorded)")
+    search.add_argument("--stop_on_convergence", action="store_true",
+                        help="stop before --budget when the strategy has converged (BOSHNAS: --patience and --aleatoric_rounds "
+                             "rounds without progress); by default a search evaluates --budget models")
     search.add_argument("--max_retries", type=int, default=2, help="re-runs of a failed or lost job before the model is recorded as failed")
     search.add_argument("--benchmark_file",
                         help='look scores up in {"entries": [{"model_dict": ..., "scores": {...}}]} instead of training')

@@ -1,0 +1,191 @@
+"""How many trainings each search strategy needs to find a top model, on NAS-Bench-BERT and on the synthetic benchmark.
+
+    python benchmarks/search_efficiency.py                       # every strategy x 10 seeds, both benchmarks (~30 min on 2 cores)
+    python benchmarks/search_efficiency.py --seeds 1 2 3 --benchmarks nasbench --strategies boshnas tpe
+
+Every (benchmark, strategy, seed) is an ordinary search with the inline executor and scores looked up
+in the benchmark file, kept in --output_dir (an interrupted benchmark resumes). The table gives the
+best score after 10/20/30/50 evaluations (mean ± sample std over seeds), the mean number of
+evaluations to reach the benchmark's top 1% (over the seeds that reached it) and the share of seeds
+that reached it within 30 and within 50, beside random search's exact expectation (computed from the
+benchmark's scores, not sampled). It also times one BOSHNAS proposal round with 100 scored models on
+the 9,312-model test library. Writes <output_dir>/search_efficiency.md and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from embeddings.design_space import load_design_space  # noqa: E402
+from embeddings.library import Library  # noqa: E402
+from flexibert.search.benchmarks import benchmark_index, synthetic_scores  # noqa: E402
+from flexibert.search.comparison import (  # noqa: E402
+    best_curve,
+    evaluations_to,
+    mean_and_spread,
+    random_expected_best,
+    random_expected_evaluations,
+    random_hit_chance,
+)
+from flexibert.search.controller import run_search  # noqa: E402
+from flexibert.search.settings import parse_args as search_args  # noqa: E402
+from flexibert.search.strategies import STRATEGIES, Boshnas, BoshnasSettings, SearchContext  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+NASBENCH = REPO.parent / "shared" / "data" / "nasbench_bert" / "nasbench_bert_glue.json"
+BUDGETS = (10, 20, 30, 50)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmarks", nargs="+", choices=("nasbench", "synthetic"), default=["nasbench", "synthetic"])
+    parser.add_argument("--nasbench_file", type=Path, default=NASBENCH, help="NAS-Bench-BERT's GLUE scores")
+    parser.add_argument("--strategies", nargs="+", default=[s for s in ("boshnas", "gp", "tpe", "evolution", "random") if s in STRATEGIES])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(1, 11)))
+    parser.add_argument("--budget", type=int, default=50)
+    parser.add_argument("--num_init", type=int, default=5)
+    parser.add_argument("--output_dir", type=Path, default=REPO / "runs" / "search_efficiency")
+    parser.add_argument("--skip_timing", action="store_true", help="do not time BOSHNAS's proposal round")
+    return parser.parse_args(argv)
+
+
+def nasbench_files(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The library of NAS-Bench-BERT's 491 architectures (built once) and the benchmark file itself."""
+    if not args.nasbench_file.is_file():
+        sys.exit(f"error: {args.nasbench_file} not found; NAS-Bench-BERT lives in ../shared/data (see its README)")
+    library_path = args.output_dir / "nasbench_library.json"
+    if not library_path.is_file():
+        entries = json.loads(args.nasbench_file.read_text())["entries"]
+        with contextlib.redirect_stdout(io.StringIO()):
+            library = Library.from_model_dicts([e["model_dict"] for e in entries])
+            library.build_embeddings(num_neighbors=30, seed=0)
+        library.save(library_path)
+    return library_path, args.nasbench_file
+
+
+def test_library(args: argparse.Namespace) -> Library:
+    """The 9,312-model test library (2 layers per stack), built once."""
+    path = args.output_dir / "test_library.json"
+    if not path.is_file():
+        library = Library.from_design_space(load_design_space(REPO / "design_space" / "design_space_test.yaml"), layers_per_stack=2)
+        library.build_embeddings(num_neighbors=30, seed=0)
+        library.save(path)
+    return Library.load(path)
+
+
+def synthetic_files(args: argparse.Namespace) -> tuple[Path, Path]:
+    library_path, bench = args.output_dir / "test_library.json", args.output_dir / "synthetic_benchmark.json"
+    library = test_library(args)
+    if not bench.is_file():
+        bench.write_text(json.dumps({"entries": synthetic_scores(library, seed=0)}))
+    return library_path, bench
+
+
+def run_one(library: Path, bench: Path, strategy: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[float]:
+    """The scores of one search in evaluation order (resumed if it exists)."""
+    argv = ["--dataset_file", str(library), "--benchmark_file", str(bench), "--executor", "inline", "--strategy", strategy,
+            "--seed", str(seed), "--budget", str(args.budget), "--num_init", str(args.num_init), "--run_dir", str(run_dir)]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "controller.log", "a") as log, contextlib.redirect_stdout(log):
+        state = run_search(search_args(argv))
+    return [state.candidates[h].score for h in state.finished]
+
+
+def table(name: str, runs: dict[str, list[list[float]]], scores: np.ndarray, args: argparse.Namespace) -> str:
+    """The markdown table of one benchmark, random search's exact expectation last."""
+    distinct = np.sort(scores)[::-1]
+    hits = math.ceil(0.01 * len(distinct))
+    threshold = distinct[hits - 1]
+    budgets = [b for b in BUDGETS if b <= args.budget]
+    lines = [f"### {name}: {len(distinct)} architectures, best {distinct[0]:.2f}, top 1% = {hits} at >= {threshold:.2f}", "",
+             "| strategy | " + " | ".join(f"best@{b}" for b in budgets) + " | evaluations to a top-1% model | within 30 | within 50 |",
+             "|---|" + "---|" * (len(budgets) + 3)]
+    for strategy, found in runs.items():
+        curves = np.stack([best_curve(scores_, args.budget) for scores_ in found])
+        needed = [evaluations_to(scores_, threshold) for scores_ in found]
+        reached = [n for n in needed if n is not None]
+        mean_needed = f"{np.mean(reached):.1f} ({len(reached)}/{len(found)} seeds)" if reached else f"- (0/{len(found)} seeds)"
+        within = [sum(n is not None and n <= limit for n in needed) for limit in (30, 50)]
+        lines.append(f"| {strategy} | " + " | ".join(mean_and_spread(curves[:, b - 1]) for b in budgets)
+                     + f" | {mean_needed} | {within[0]}/{len(found)} | {within[1]}/{len(found)} |")
+    lines.append("| random search, exact expectation | " + " | ".join(f"{random_expected_best(scores, b):.2f}" for b in budgets)
+                 + f" | {random_expected_evaluations(len(scores), hits):.1f} on average | "
+                 + f"{random_hit_chance(len(scores), hits, 30):.0%} | {random_hit_chance(len(scores), hits, 50):.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(ax: plt.Axes, name: str, runs: dict[str, list[list[float]]], scores: np.ndarray, budget: int) -> None:
+    steps = np.arange(1, budget + 1)
+    for strategy, found in runs.items():
+        ax.plot(steps, np.nanmean(np.stack([best_curve(s, budget) for s in found]), axis=0), label=f"{strategy} ({len(found)} seeds)")
+    ax.plot(steps, [random_expected_best(scores, k) for k in steps], "k--", label="random, exact expectation")
+    ax.set(xlabel="evaluated models", ylabel="best score so far (mean over seeds)", title=name)
+    ax.legend(fontsize=8)
+
+
+def boshnas_round_seconds(args: argparse.Namespace, scored: int = 100, rounds: int = 3) -> float:
+    """Median seconds of one BOSHNAS proposal round with ``scored`` models known, on the 9,312-model test library."""
+    library = test_library(args)
+    truth = {e["model_hash"]: e["scores"]["glue"] for e in synthetic_scores(library, seed=0)}
+    order = np.random.default_rng(0).permutation(len(library))
+    strategy, seconds = Boshnas(BoshnasSettings(prob_uncertainty=0.0, prob_random=0.0)), []
+    torch.set_num_threads(1)
+    for round_index in range(rounds + 1):
+        known = {library.hashes[i]: truth[library.hashes[i]] for i in order[: scored - rounds + round_index]}
+        start = time.perf_counter()
+        strategy.propose(SearchContext(library, known, set(known)), 1, np.random.default_rng(round_index), round_index)
+        if round_index:  # the first round fits the surrogate from scratch; later ones are warm-started, as in a search
+            seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds))
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    sources = {"nasbench": ("NAS-Bench-BERT (GLUE)", nasbench_files), "synthetic": ("synthetic benchmark, test library", synthetic_files)}
+    report, panels = [], []
+    for key in args.benchmarks:
+        name, files = sources[key]
+        library, bench = files(args)
+        scores = np.array([s["glue"] for s in benchmark_index(bench)[0].values()])
+        runs: dict[str, list[list[float]]] = {}
+        for strategy in args.strategies:
+            runs[strategy] = []
+            for seed in args.seeds:
+                started = time.perf_counter()
+                runs[strategy].append(run_one(library, bench, strategy, seed, args, args.output_dir / key / f"{strategy}_seed{seed}"))
+                print(f"{key} {strategy} seed {seed}: best {max(runs[strategy][-1]):.2f} ({time.perf_counter() - started:.0f}s)",
+                      file=sys.stderr, flush=True)
+        report.append(table(name, runs, scores, args))
+        panels.append((name, runs, scores))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, (name, runs, scores) in zip(axes[0], panels, strict=True):
+        plot(ax, name, runs, scores, args.budget)
+    fig.savefig(args.output_dir / "search_efficiency.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    if not args.skip_timing:
+        report.append(f"BOSHNAS proposal round with 100 scored models on the 9,312-model test library: "
+                      f"{boshnas_round_seconds(args):.2f} s (median of 3 warm rounds, 1 thread)\n")
+    text = "\n".join(report)
+    (args.output_dir / "search_efficiency.md").write_text(text)
+    print(text)
+    print(f"plot: {args.output_dir / 'search_efficiency.png'}")
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Optuna's TPE sampler on the choices of a model dict: the baseline a user gets from a few lines of Optuna.
+
+Each round the study is rebuilt from the journal's scores (every evaluated model told with its real
+score, in completion order) and asked for new trials. A trial names depth, then per layer the
+operation, heads, width and FF stack per layer or tied stack (conditional on depth); it is mapped to the untried library
+model that differs from it in the fewest choices. The sampler keeps Optuna's defaults and is seeded
+from the round's generator, so a resumed search asks exactly what the killed one would have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+
+from flexibert.search.strategies.base import SearchContext, Strategy
+from flexibert.search.strategies.encoding import ChoiceEncoding
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would drown the search's console
+
+
+class TreeParzenEstimator(Strategy):
+    """Optuna's TPESampler (its defaults) over the model dict's choices."""
+
+    name = "tpe"
+
+    def __init__(self) -> None:
+        self._encoding: ChoiceEncoding | None = None
+        self._library_id: int | None = None
+
+    def _encoding_of(self, context: SearchContext) -> ChoiceEncoding:
+        if self._library_id != id(context.library):
+            self._encoding, self._library_id = ChoiceEncoding.of(context.library), id(context.library)
+        return self._encoding
+
+    def _distributions(self, encoding: ChoiceEncoding, choices: dict[str, object]) -> dict:
+        return {name: optuna.distributions.CategoricalDistribution(encoding.options[name]) for name in choices}
+
+    def _study(self, context: SearchContext, encoding: ChoiceEncoding, seed: int) -> optuna.Study:
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        for model_hash, score in context.scores.items():
+            choices = encoding.choices(context.library.model_dict(model_hash))
+            study.add_trial(optuna.trial.create_trial(params=choices, distributions=self._distributions(encoding, choices),
+                                                      value=score))
+        return study
+
+    @staticmethod
+    def _ask(trial: optuna.Trial, encoding: ChoiceEncoding) -> dict[str, object]:
+        depth = trial.suggest_categorical("l", encoding.options["l"])
+        return {name: trial.suggest_categorical(name, encoding.options[name]) for name in encoding.names if encoding.present(name, depth)}
+
+    def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
+        encoding = self._encoding_of(context)
+        study = self._study(context, encoding, seed=int(rng.integers(2**31)))
+        allowed = context.available.copy()
+        chosen: list[tuple[int, str]] = []
+        for _ in range(count):
+            index = encoding.nearest(self._ask(study.ask(), encoding), allowed, rng)
+            if index is None:
+                break
+            allowed[index] = False
+            chosen.append((index, "tpe"))
+        return chosen

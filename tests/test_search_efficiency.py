@@ -1,0 +1,121 @@
+"""Search strategies on NAS-Bench-BERT (GLUE of 491 trained architectures, looked up): honest budgets, fair baselines.
+
+Every search here is a real one (inline executor, scores looked up in the benchmark file), so a
+30-evaluation run takes seconds. Skipped when ../shared/data is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings.library import Library
+from flexibert import run_boshnas
+from flexibert.search.benchmarks import benchmark_index, benchmark_score
+from flexibert.search.comparison import (
+    best_curve,
+    evaluations_to,
+    mean_and_spread,
+    random_expected_best,
+    random_expected_evaluations,
+    random_hit_chance,
+)
+from flexibert.search.journal import Journal
+
+NASBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench_bert" / "nasbench_bert_glue.json"
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.skipif(not NASBENCH.is_file(), reason=f"NAS-Bench-BERT not found at {NASBENCH} (../shared/data)")]
+
+
+@pytest.fixture(scope="module")
+def nasbench(tmp_path_factory) -> dict:
+    """The library of NAS-Bench-BERT's distinct architectures (with embeddings and neighbours) and their mean scores."""
+    work = tmp_path_factory.mktemp("nasbench")
+    entries = json.loads(NASBENCH.read_text())["entries"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        library = Library.from_model_dicts([e["model_dict"] for e in entries])
+        library.build_embeddings(num_neighbors=30, seed=0)
+    library.save(work / "library.json")
+    scores = np.array([s["glue"] for s in benchmark_index(NASBENCH)[0].values()])
+    return {"library": work / "library.json", "scores": scores, "work": work}
+
+
+def search(nasbench: dict, run_dir: Path, *flags: str):
+    with contextlib.redirect_stdout(io.StringIO()) as console:
+        state = run_boshnas.main(["--dataset_file", str(nasbench["library"]), "--benchmark_file", str(NASBENCH), "--executor",
+                                  "inline", "--run_dir", str(run_dir), "--num_init", "5", *flags])
+    state.console = console.getvalue()
+    return state
+
+
+def test_repeated_architectures_score_their_mean_and_the_search_says_so_once(nasbench, tmp_path):
+    entries = json.loads(NASBENCH.read_text())["entries"]
+    index, repeated = benchmark_index(NASBENCH)
+    assert repeated == 9 and len(index) == 491 == len(Library.load(nasbench["library"]))
+    by_hash: dict[str, list[float]] = {}
+    for entry in entries:
+        from embeddings.graph import model_hash
+
+        by_hash.setdefault(model_hash(entry["model_dict"]), []).append(entry["scores"]["glue"])
+    twice = [h for h, values in by_hash.items() if len(values) == 2]
+    assert len(twice) == 9
+    for digest in twice:
+        assert benchmark_score(NASBENCH, "glue", digest) == pytest.approx(np.mean(by_hash[digest]))
+        assert min(by_hash[digest]) < benchmark_score(NASBENCH, "glue", digest) < max(by_hash[digest])
+    state = search(nasbench, tmp_path / "random", "--strategy", "random", "--budget", "6")
+    assert state.console.count("9 architecture(s) appear more than once") == 1
+
+
+def test_budget_is_honoured_and_stopping_early_is_the_users_choice(nasbench, tmp_path):
+    quick = ("--patience", "1", "--aleatoric_rounds", "1", "--surrogate_epochs", "30", "--prob_random", "0", "--prob_uncertainty", "0")
+    state = search(nasbench, tmp_path / "full", "--strategy", "boshnas", "--budget", "24", *quick)
+    assert len(state.finished) == 24 and state.stopped == "budget"
+    early = search(nasbench, tmp_path / "early", "--strategy", "boshnas", "--budget", "24", "--stop_on_convergence", *quick)
+    assert len(early.finished) < 24 and early.stopped == "converged"
+    assert "stopped early: boshnas converged after" in early.console
+    assert [e["reason"] for e in Journal(tmp_path / "early").read() if e["event"] == "stop"] == ["converged"]
+
+
+@pytest.mark.parametrize("strategy", ["boshnas", "gp", "tpe", "evolution"])
+def test_every_shipped_strategy_beats_random_searchs_exact_expectation_at_30(nasbench, tmp_path, strategy):
+    best = [max(s.candidates[h].score for h in s.finished) for s in
+            (search(nasbench, tmp_path / f"seed{seed}", "--strategy", strategy, "--budget", "30", "--seed", str(seed))
+             for seed in (1, 2, 3))]
+    assert np.mean(best) > random_expected_best(nasbench["scores"], 30), best
+
+
+@pytest.mark.parametrize("strategy", ["tpe", "evolution", "boshnas"])
+def test_a_resumed_search_proposes_what_an_uninterrupted_one_would(nasbench, tmp_path, strategy):
+    flags = ("--strategy", strategy, "--seed", "4", "--surrogate_epochs", "40")
+    straight = search(nasbench, tmp_path / "straight", *flags, "--budget", "16")
+    search(nasbench, tmp_path / "resumed", *flags, "--budget", "9")
+    resumed = search(nasbench, tmp_path / "resumed", *flags, "--budget", "16")
+    assert resumed.finished == straight.finished and resumed.scores() == straight.scores()
+    assert len({straight.candidates[h].method for h in straight.finished[5:]}) >= 1
+
+
+def test_random_searchs_exact_expectation_matches_enumeration():
+    scores = np.array([3.0, 9.0, 1.0, 7.0, 5.0, 7.5, 2.0])
+    for k in (1, 3, 7):
+        draws = list(itertools.combinations(scores, k))
+        assert random_expected_best(scores, k) == pytest.approx(np.mean([max(d) for d in draws]))
+    top = scores >= 7.5  # 2 good models of 7
+    for k in (1, 2, 4, 6):
+        hit = np.mean([any(d) for d in itertools.combinations(top, k)])
+        assert random_hit_chance(len(scores), int(top.sum()), k) == pytest.approx(hit)
+    orders = list(itertools.permutations(range(7)))
+    first = np.mean([next(i for i, j in enumerate(order, 1) if top[j]) for order in orders])
+    assert random_expected_evaluations(7, 2) == pytest.approx(first)
+
+
+def test_curves_compare_at_equal_evaluations_and_say_when_runs_stopped():
+    curve = best_curve([70.0, 72.0, 71.0], 5)
+    assert curve[:3].tolist() == [70.0, 72.0, 72.0] and np.isnan(curve[3:]).all()  # no padding after the last evaluation
+    assert evaluations_to([70.0, 72.0, 74.6], 74.5) == 3 and evaluations_to([70.0], 74.5) is None
+    assert mean_and_spread(np.array([1.0, 3.0, np.nan])) == "2.00 ± 1.41 (2 of 3 runs)"  # sample std
