@@ -17,15 +17,8 @@ import pytest
 
 from embeddings.library import Library
 from flexibert import run_boshnas
+from flexibert.search import comparison
 from flexibert.search.benchmarks import benchmark_index, benchmark_score
-from flexibert.search.comparison import (
-    best_curve,
-    evaluations_to,
-    mean_and_spread,
-    random_expected_best,
-    random_expected_evaluations,
-    random_hit_chance,
-)
 from flexibert.search.journal import Journal
 
 NASBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench_bert" / "nasbench_bert_glue.json"
@@ -82,12 +75,13 @@ def test_budget_is_honoured_and_stopping_early_is_the_users_choice(nasbench, tmp
     assert [e["reason"] for e in Journal(tmp_path / "early").read() if e["event"] == "stop"] == ["converged"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["boshnas", "gp", "tpe", "evolution"])
 def test_every_shipped_strategy_beats_random_searchs_exact_expectation_at_30(nasbench, tmp_path, strategy):
     best = [max(s.candidates[h].score for h in s.finished) for s in
             (search(nasbench, tmp_path / f"seed{seed}", "--strategy", strategy, "--budget", "30", "--seed", str(seed))
              for seed in (1, 2, 3))]
-    assert np.mean(best) > random_expected_best(nasbench["scores"], 30), best
+    assert np.mean(best) > comparison.random_expected_best(nasbench["scores"], 30), best
 
 
 @pytest.mark.parametrize("strategy", ["tpe", "evolution", "boshnas"])
@@ -104,18 +98,18 @@ def test_random_searchs_exact_expectation_matches_enumeration():
     scores = np.array([3.0, 9.0, 1.0, 7.0, 5.0, 7.5, 2.0])
     for k in (1, 3, 7):
         draws = list(itertools.combinations(scores, k))
-        assert random_expected_best(scores, k) == pytest.approx(np.mean([max(d) for d in draws]))
+        assert comparison.random_expected_best(scores, k) == pytest.approx(np.mean([max(d) for d in draws]))
     top = scores >= 7.5  # 2 good models of 7
     for k in (1, 2, 4, 6):
         hit = np.mean([any(d) for d in itertools.combinations(top, k)])
-        assert random_hit_chance(len(scores), int(top.sum()), k) == pytest.approx(hit)
+        assert comparison.random_hit_chance(len(scores), int(top.sum()), k) == pytest.approx(hit)
     orders = list(itertools.permutations(range(7)))
     first = np.mean([next(i for i, j in enumerate(order, 1) if top[j]) for order in orders])
-    assert random_expected_evaluations(7, 2) == pytest.approx(first)
+    assert comparison.random_expected_evaluations(7, 2) == pytest.approx(first)
 
 
 def test_curves_compare_at_equal_evaluations_and_say_when_runs_stopped():
-    curve = best_curve([70.0, 72.0, 71.0], 5)
+    curve = comparison.best_curve([70.0, 72.0, 71.0], 5)
     assert curve[:3].tolist() == [70.0, 72.0, 72.0] and np.isnan(curve[3:]).all()  # no padding after the last evaluation
-    assert evaluations_to([70.0, 72.0, 74.6], 74.5) == 3 and evaluations_to([70.0], 74.5) is None
-    assert mean_and_spread(np.array([1.0, 3.0, np.nan])) == "2.00 ± 1.41 (2 of 3 runs)"  # sample std
+    assert comparison.evaluations_to([70.0, 72.0, 74.6], 74.5) == 3 and comparison.evaluations_to([70.0], 74.5) is None
+    assert comparison.mean_and_spread(np.array([1.0, 3.0, np.nan])) == "2.00 ± 1.41 (2 of 3 runs)"  # sample std

@@ -23,6 +23,7 @@ import numpy as np
 from embeddings.library import Library
 
 LAYER_CHOICES = ("o", "n", "h", "f")  # per layer: operation (with its parameter), heads, hidden size, FF stack
+_ENCODINGS: dict[int, tuple[Library, ChoiceEncoding]] = {}  # id(library) -> (the library, kept so the id stays its; encoding)
 
 
 def _operation(model_dict: dict, layer: int) -> str:
@@ -71,6 +72,14 @@ class ChoiceEncoding:
 
     @classmethod
     def of(cls, library: Library) -> ChoiceEncoding:
+        """The encoding of ``library``, built once per library object (strategies ask every round)."""
+        cached = _ENCODINGS.get(id(library))
+        if cached is None or cached[0] is not library:
+            cached = _ENCODINGS[id(library)] = (library, cls._build(library))
+        return cached[1]
+
+    @classmethod
+    def _build(cls, library: Library) -> ChoiceEncoding:
         named = [layer_choices(d) for d in library.model_dicts]
         depth = max(c["l"] for c in named)
         groups = {f"{kind}{group[0]}": group for kind in LAYER_CHOICES for group in _tied_groups(named, kind, depth)}

@@ -37,17 +37,10 @@ class RegularizedEvolution(Strategy):
 
     def __init__(self, settings: EvolutionSettings | None = None):
         self.settings = settings or EvolutionSettings()
-        self._encoding: ChoiceEncoding | None = None
-        self._library_id: int | None = None
 
     def recorded_settings(self) -> list[int]:
         """The journal's format for evolution since the first run folders: [population, tournament]."""
         return [self.settings.population_size, self.settings.tournament_size]
-
-    def _encoding_of(self, context: SearchContext) -> ChoiceEncoding:
-        if self._library_id != id(context.library):
-            self._encoding, self._library_id = ChoiceEncoding.of(context.library), id(context.library)
-        return self._encoding
 
     @staticmethod
     def _changed(choices: dict[str, object], encoding: ChoiceEncoding, rng: np.random.Generator) -> dict[str, object]:
@@ -61,7 +54,7 @@ class RegularizedEvolution(Strategy):
         return _with_depth(child, choices["l"], encoding) if name == "l" else child
 
     def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
-        encoding = self._encoding_of(context)
+        encoding = ChoiceEncoding.of(context.library)
         population = list(context.scores)[-self.settings.population_size:]  # the youngest: older models "die"
         allowed = context.available.copy()
         chosen: list[tuple[int, str]] = []

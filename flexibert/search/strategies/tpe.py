@@ -23,16 +23,8 @@ class TreeParzenEstimator(Strategy):
 
     name = "tpe"
 
-    def __init__(self) -> None:
-        self._encoding: ChoiceEncoding | None = None
-        self._library_id: int | None = None
-
-    def _encoding_of(self, context: SearchContext) -> ChoiceEncoding:
-        if self._library_id != id(context.library):
-            self._encoding, self._library_id = ChoiceEncoding.of(context.library), id(context.library)
-        return self._encoding
-
-    def _distributions(self, encoding: ChoiceEncoding, choices: dict[str, object]) -> dict:
+    @staticmethod
+    def _distributions(encoding: ChoiceEncoding, choices: dict[str, object]) -> dict:
         return {name: optuna.distributions.CategoricalDistribution(encoding.options[name]) for name in choices}
 
     def _study(self, context: SearchContext, encoding: ChoiceEncoding, seed: int) -> optuna.Study:
@@ -49,7 +41,7 @@ class TreeParzenEstimator(Strategy):
         return {name: trial.suggest_categorical(name, encoding.options[name]) for name in encoding.names if encoding.present(name, depth)}
 
     def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
-        encoding = self._encoding_of(context)
+        encoding = ChoiceEncoding.of(context.library)
         study = self._study(context, encoding, seed=int(rng.integers(2**31)))
         allowed = context.available.copy()
         chosen: list[tuple[int, str]] = []
