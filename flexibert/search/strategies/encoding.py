@@ -10,8 +10,8 @@ untried library model that differs from it in the fewest choices.
 A library ties choices together: layers built in stacks share their choices, and some spaces have one
 hidden size per model. A choice that changes one layer of a tied group leads nowhere (no library model
 has it), so layers whose values agree in every library model that has them form one choice, named by
-its first layer ("h0" for the whole model's hidden size). A heterogeneous dict (one operation per
-head) names each layer's operation by its heads in order.
+its first layer ("h0" for the whole model's hidden size); ``tied=False`` keeps one choice per layer.
+A heterogeneous dict (one operation per head) names each layer's operation by its heads in order.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from embeddings.library import Library
 
 LAYER_CHOICES = ("o", "n", "h", "f")  # per layer: operation (with its parameter), heads, hidden size, FF stack
-_ENCODINGS: dict[int, tuple[Library, ChoiceEncoding]] = {}  # id(library) -> (the library, kept so the id stays its; encoding)
+_ENCODINGS: dict[tuple[int, bool], tuple[Library, ChoiceEncoding]] = {}  # (id(library), tied) -> (the library, kept alive; encoding)
 
 
 def _operation(model_dict: dict, layer: int) -> str:
@@ -71,18 +71,19 @@ class ChoiceEncoding:
     codes: np.ndarray  # (models, choices) int16
 
     @classmethod
-    def of(cls, library: Library) -> ChoiceEncoding:
+    def of(cls, library: Library, tied: bool = True) -> ChoiceEncoding:
         """The encoding of ``library``, built once per library object (strategies ask every round)."""
-        cached = _ENCODINGS.get(id(library))
+        cached = _ENCODINGS.get((id(library), tied))
         if cached is None or cached[0] is not library:
-            cached = _ENCODINGS[id(library)] = (library, cls._build(library))
+            cached = _ENCODINGS[(id(library), tied)] = (library, cls._build(library, tied))
         return cached[1]
 
     @classmethod
-    def _build(cls, library: Library) -> ChoiceEncoding:
+    def _build(cls, library: Library, tied: bool) -> ChoiceEncoding:
         named = [layer_choices(d) for d in library.model_dicts]
         depth = max(c["l"] for c in named)
-        groups = {f"{kind}{group[0]}": group for kind in LAYER_CHOICES for group in _tied_groups(named, kind, depth)}
+        groups = {f"{kind}{group[0]}": group for kind in LAYER_CHOICES
+                  for group in (_tied_groups(named, kind, depth) if tied else [[layer] for layer in range(depth)])}
         names = ["l", *sorted(groups, key=lambda name: (groups[name][0], LAYER_CHOICES.index(name[0])))]
         rows = [{name: c[name] for name in names if name in c} for c in named]
         options = {name: sorted({r[name] for r in rows if name in r}, key=str) for name in names}
@@ -117,7 +118,7 @@ class ChoiceEncoding:
         return row
 
     def nearest(self, choices: dict[str, object], allowed: np.ndarray, rng: np.random.Generator) -> int | None:
-        """The allowed library model that differs from ``choices`` in the fewest choices (ties: at random); None if none is allowed."""
+        """The allowed library model that differs from ``choices`` in the fewest layer choices (ties: at random); None if none is."""
         candidates = np.flatnonzero(allowed)
         if not len(candidates):
             return None
