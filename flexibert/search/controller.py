@@ -163,7 +163,7 @@ class Controller:
               file=sys.stderr, flush=True)
 
     def run(self) -> str:
-        """Run until the budget is spent or the strategy has converged (and nothing is in flight); returns why it stopped."""
+        """Run until the budget is spent (or, with --stop_on_convergence, the strategy has converged) and nothing is in flight."""
         while True:
             self.ingest()
             if self.stop_reason:

@@ -2,7 +2,7 @@
 
 A search's settings are checked in full when it starts (including the flags its jobs will get), and
 recorded in the journal's first ``run`` event; a resumed search must agree with it on every setting
-that decides what is proposed or how models are scored (FIXED_SETTINGS).
+that decides what is proposed or how models are scored (fixed_settings()).
 """
 
 from __future__ import annotations
