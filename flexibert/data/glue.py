@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from flexibert.data.tokenization import load_tokenizer
-from flexibert.utils.files import write_json_atomic
+from flexibert.utils.files import replaced_folder, write_json_atomic
 
 HUB_DATASET = "nyu-mll/glue"
 TOKENIZED_COLUMNS = ("input_ids", "attention_mask", "label")
@@ -246,15 +245,12 @@ def tokenize_tasks(tasks: Sequence[str], tokenizer: str | Path, output_dir: str 
             tqdm.write(f"{task.name}: kept {target} (pass --overwrite to redo it)")
             continue
         data = tokenize_glue(load_glue(task, glue_dir, cache_dir), task, encoder, max_seq_length)
-        temp = output / f".{task.name}.tmp"  # save beside the target, then swap it in: no half-written task folder
-        shutil.rmtree(temp, ignore_errors=True)
-        data.save_to_disk(str(temp))
-        write_json_atomic(temp / TOKENIZATION_FILE, {
-            "task": task.name, "tokenizer": str(tokenizer), "vocab_size": len(encoder), "pad_token_id": encoder.pad_token_id,
-            "max_seq_length": max_seq_length, "source": str(glue_dir) if glue_dir else HUB_DATASET,
-        })
-        shutil.rmtree(target, ignore_errors=True)
-        temp.rename(target)
+        with replaced_folder(target) as staging:
+            data.save_to_disk(str(staging))
+            write_json_atomic(staging / TOKENIZATION_FILE, {
+                "task": task.name, "tokenizer": str(tokenizer), "vocab_size": len(encoder), "pad_token_id": encoder.pad_token_id,
+                "max_seq_length": max_seq_length, "source": str(glue_dir) if glue_dir else HUB_DATASET,
+            })
         written[task.name] = sum(len(split) for split in data.values())
     return written
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from itertools import chain, islice
 from pathlib import Path
@@ -23,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 
 from flexibert.data.tokenization import load_tokenizer
 from flexibert.utils.cli import HelpFormatter
-from flexibert.utils.files import write_json_atomic
+from flexibert.utils.files import replaced_folder, write_json_atomic
 
 HUB_CORPORA: dict[str, tuple[str, str | None]] = {
     "wikipedia": ("wikimedia/wikipedia", "20231101.en"),
@@ -193,16 +191,7 @@ def prepare_and_save(args: argparse.Namespace) -> tuple[DatasetDict, dict]:
             raise CorpusError(f"{output} is not a saved dataset (no dataset_dict.json); --overwrite replaces only datasets, "
                              "choose another --output_dir")
     packed, info = prepare(args)
-    # Save beside the target and swap it in, so an interrupted run never leaves a half-written dataset behind.
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}."))
-    try:
+    with replaced_folder(output) as staging:
         packed.save_to_disk(str(staging))
         write_json_atomic(staging / "preparation.json", info)
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return packed, info

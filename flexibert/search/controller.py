@@ -21,7 +21,7 @@ from embeddings.library import Library, LibraryFileError, load_shared
 from flexibert.cluster import create_executor
 from flexibert.cluster.base import ENDED, Executor, JobRequest
 from flexibert.models.weight_transfer import model_overlap
-from flexibert.search.benchmarks import BenchmarkError, benchmark_index
+from flexibert.search.benchmarks import benchmark_index
 from flexibert.search.job import run_request
 from flexibert.search.journal import Candidate, Event, Journal, RunDirError, RunLock, SearchState
 from flexibert.search.layout import SCORE_FIELD, RunLayout
@@ -255,7 +255,7 @@ def check_benchmark(path: str) -> None:
         raise SearchError(f"--benchmark_file {path}: no such file")
     try:
         repeated = benchmark_index(path)[1]
-    except (BenchmarkError, ValueError, KeyError) as err:
+    except (ValueError, KeyError) as err:  # a BenchmarkError, or JSON that is not a benchmark file
         raise SearchError(f"--benchmark_file {path}: not a benchmark file ({err})") from None
     if repeated:
         print(f"note: {repeated} architecture(s) appear more than once in {path}; their scores are repeated measurements "

@@ -74,14 +74,20 @@ def _value_type(annotation: Any) -> Any:
     return annotation
 
 
+def _flag_default(field: dataclasses.Field) -> Any:
+    """The flag's default: its own where the field declares one, else the field's."""
+    if "flag_default" in field.metadata:
+        return field.metadata["flag_default"]
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
 def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, settings_class: type, *, prefix: str = "",
               **defaults: Any) -> None:
     """Add one flag per field of ``settings_class``, named ``prefix`` + the field's flag; ``defaults`` override the fields' defaults."""
     hints = typing.get_type_hints(settings_class)
     for field, flag in _flag_fields(settings_class):
         kwargs: dict[str, Any] = {"dest": prefix + field.name, "help": field.metadata["help"], **field.metadata["argparse"]}
-        default = defaults.pop(field.name, field.metadata["flag_default"] if "flag_default" in field.metadata else
-                               field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default)
+        default = defaults.pop(field.name) if field.name in defaults else _flag_default(field)
         annotation = hints[field.name]
         if annotation is bool:
             kwargs["action"] = "store_true" if flag == field.name else "store_false"
@@ -110,7 +116,7 @@ def from_flags(settings_class: type[T], args: argparse.Namespace, *, prefix: str
         if value is not _NO_FLAG and not _not_given(field, value):
             found[field.name] = value
     found.update(values)
-    for field in dataclasses.fields(settings_class):
-        if typing.get_origin(typing.get_type_hints(settings_class)[field.name]) is tuple and isinstance(found.get(field.name), list):
-            found[field.name] = tuple(found[field.name])
+    for name, annotation in typing.get_type_hints(settings_class).items():
+        if typing.get_origin(annotation) is tuple and isinstance(found.get(name), list):
+            found[name] = tuple(found[name])
     return settings_class(**found)

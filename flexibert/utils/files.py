@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,3 +42,22 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
         json.dump(data, handle, indent=2, allow_nan=False)
         handle.write("\n")
     return Path(path)
+
+
+@contextmanager
+def replaced_folder(path: str | Path) -> Iterator[Path]:
+    """A fresh folder beside ``path`` to fill; on success it replaces ``path`` whole, on an error it is removed.
+
+    The folder counterpart of :func:`atomic_write`: a saved dataset is never half-written, and an
+    interrupted run leaves the old one (or none) in place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield staging
+        if path.exists():
+            shutil.rmtree(path)
+        staging.rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
