@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embeddings.graph import model_hash
 from embeddings.library import Library
 from flexibert import run_boshnas
 from flexibert.search import comparison
@@ -53,8 +54,6 @@ def test_repeated_architectures_score_their_mean_and_the_search_says_so_once(nas
     assert repeated == 9 and len(index) == 491 == len(Library.load(nasbench["library"]))
     by_hash: dict[str, list[float]] = {}
     for entry in entries:
-        from embeddings.graph import model_hash
-
         by_hash.setdefault(model_hash(entry["model_dict"]), []).append(entry["scores"]["glue"])
     twice = [h for h, values in by_hash.items() if len(values) == 2]
     assert len(twice) == 9
