@@ -10,6 +10,10 @@ evaluated models, with a band from the worst to the best seed) and comparison.md
 std of the best score at --report_budgets). Runs are compared at equal numbers of evaluations: a run
 that stopped early (--stop_on_convergence, or an exhausted library) has no score after its last
 evaluation, and the table says how many runs reached each budget.
+
+With several objectives (``--objectives glue params`` passed on to the runs), each run is measured by
+the hypervolume of its evaluated models as a share of the benchmark's true front's (reference point:
+each maximised objective's median and 1.05 x each minimised objective's largest value).
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from flexibert.cluster.base import ExecutorError  # noqa: E402
-from flexibert.search.comparison import best_curve, mean_and_spread  # noqa: E402
-from flexibert.search.controller import run_search  # noqa: E402
-from flexibert.search.journal import RunDirError  # noqa: E402
+from flexibert.search.comparison import best_curve, hypervolume_fraction_curve, known_values, mean_and_spread  # noqa: E402
+from flexibert.search.controller import open_library, run_search  # noqa: E402
+from flexibert.search.journal import RunDirError, SearchState  # noqa: E402
 from flexibert.search.layout import RunLayout  # noqa: E402
+from flexibert.search.objectives import ObjectiveSet  # noqa: E402
 from flexibert.search.settings import SearchError  # noqa: E402
 from flexibert.search.settings import parse_args as search_args  # noqa: E402
 from flexibert.search.strategies import STRATEGIES  # noqa: E402
@@ -56,8 +61,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     return args, passed_on
 
 
-def run_all(args: argparse.Namespace, passed_on: list[str]) -> dict[str, np.ndarray]:
-    """Run (or resume) every search quietly; returns {strategy: (seeds, budget) array of best-so-far curves}."""
+class Measure:
+    """What a run's curve shows: its best score so far, or with several --objectives its hypervolume share of the true front."""
+
+    def __init__(self, args: argparse.Namespace, passed_on: list[str]):
+        self.objectives = ObjectiveSet.from_args(search_args(["--dataset_file", args.dataset_file, *passed_on]))
+        self.budget, self.every = args.budget, None
+        if self.objectives.multi:
+            self.every = known_values(self.objectives, open_library(args.dataset_file), args.benchmark_file, args.benchmark_metric)
+        self.label = "hypervolume / true front's" if self.objectives.multi else f"best {args.benchmark_metric} score so far"
+        self.column, self.digits = ("hv", 3) if self.objectives.multi else ("best", 2)
+
+    def curve(self, state: SearchState) -> np.ndarray:
+        if not self.objectives.multi:
+            return best_curve([state.candidates[h].score for h in state.finished], self.budget)
+        found = np.array(list(state.objective_values(self.objectives.names).values()), dtype=float)
+        return hypervolume_fraction_curve(found.reshape(-1, len(self.objectives)), self.every, self.objectives.maximize, self.budget)
+
+
+def run_all(args: argparse.Namespace, passed_on: list[str], measure: Measure) -> dict[str, np.ndarray]:
+    """Run (or resume) every search quietly; returns {strategy: (seeds, budget) array of curves (measure.curve)}."""
     output = Path(args.output_dir)
     curves: dict[str, list[np.ndarray]] = {s: [] for s in args.strategies}
     runs = [(strategy, seed) for strategy in args.strategies for seed in args.seeds]
@@ -74,36 +97,37 @@ def run_all(args: argparse.Namespace, passed_on: list[str]) -> dict[str, np.ndar
                 raise SystemExit(f"error: {err}") from None
         if state.stopped is None:  # Ctrl-C or a kill signal reached the search: stop the whole comparison
             raise SystemExit(f"interrupted in {run_dir}; re-run the same command to resume the comparison")
-        scores = [state.candidates[h].score for h in state.finished]
-        curves[strategy].append(best_curve(scores, args.budget))
-        early = f"; stopped early ({state.stopped})" if len(scores) < args.budget else ""
-        tqdm.write(f"{strategy} seed {seed}: best {max(scores):.2f} after {len(scores)} models{early} ({run_dir})")
+        curves[strategy].append(measure.curve(state))
+        done = len(state.finished)
+        early = f"; stopped early ({state.stopped})" if done < args.budget else ""
+        tqdm.write(f"{strategy} seed {seed}: {measure.column} {np.nanmax(curves[strategy][-1]):.{measure.digits}f} after {done} "
+                   f"models{early} ({run_dir})")
     return {strategy: np.stack(found) for strategy, found in curves.items()}
 
 
-def table_rows(curves: dict[str, np.ndarray], budgets: list[int]) -> list[dict]:
-    """One row per strategy: mean ± sample std of the best score at each budget, over the runs that got there."""
+def table_rows(curves: dict[str, np.ndarray], budgets: list[int], column: str = "best", digits: int = 2) -> list[dict]:
+    """One row per strategy: mean ± sample std of the curves at each budget, over the runs that got there."""
     rows = []
     for strategy, runs in curves.items():
         row = {"strategy": strategy, "runs": len(runs)}
-        row.update({f"best@{budget}": mean_and_spread(runs[:, budget - 1]) for budget in budgets})
+        row.update({f"{column}@{budget}": mean_and_spread(runs[:, budget - 1], digits) for budget in budgets})
         rows.append(row)
     return rows
 
 
-def write_outputs(curves: dict[str, np.ndarray], args: argparse.Namespace) -> str:
+def write_outputs(curves: dict[str, np.ndarray], args: argparse.Namespace, measure: Measure) -> str:
     output = Path(args.output_dir)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     steps = np.arange(1, args.budget + 1)
     for strategy, runs in curves.items():
         ax.plot(steps, np.nanmean(runs, axis=0), label=f"{strategy} (mean of {len(runs)})")
         ax.fill_between(steps, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0), alpha=0.2)
-    ax.set(xlabel="evaluated models", ylabel=f"best {args.benchmark_metric} score so far", title=Path(args.benchmark_file).name)
+    ax.set(xlabel="evaluated models", ylabel=measure.label, title=Path(args.benchmark_file).name)
     ax.legend()
     fig.savefig(output / "comparison.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
-    rows = table_rows(curves, args.report_budgets)
+    rows = table_rows(curves, args.report_budgets, measure.column, measure.digits)
     columns = list(rows[0])
     with open(output / "comparison.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
@@ -120,8 +144,9 @@ def write_outputs(curves: dict[str, np.ndarray], args: argparse.Namespace) -> st
 def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
     args, passed_on = parse_args(argv)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    curves = run_all(args, passed_on)
-    print(write_outputs(curves, args))
+    measure = Measure(args, passed_on)
+    curves = run_all(args, passed_on, measure)
+    print(write_outputs(curves, args, measure))
     print(f"plot: {Path(args.output_dir) / 'comparison.png'}; per-run results in {args.output_dir}/<strategy>_seed<seed>/")
     return curves
 

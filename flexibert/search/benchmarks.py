@@ -40,6 +40,12 @@ def _mean_scores(measurements: list[dict]) -> dict:
     return merged
 
 
+def _columns(entry: dict) -> dict:
+    """An entry's scores and its other numeric fields (``time_to_train``): any of them can be a search objective."""
+    extra = {k: v for k, v in entry.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "id"}
+    return {**extra, **entry["scores"]}
+
+
 @lru_cache(maxsize=4)
 def _benchmark_index(path: str, mtime: float) -> tuple[dict[str, dict], int]:
     """``{hash: scores}`` of a benchmark file and how many architectures it lists more than once (hashed once per process).
@@ -54,7 +60,7 @@ def _benchmark_index(path: str, mtime: float) -> tuple[dict[str, dict], int]:
     measured: dict[str, list[dict]] = {}
     for entry in entries:
         # An entry's "model_hash", when present, saves hashing every model dict (seconds for 10,000 models).
-        measured.setdefault(entry.get("model_hash") or compute_model_hash(entry["model_dict"]), []).append(entry["scores"])
+        measured.setdefault(entry.get("model_hash") or compute_model_hash(entry["model_dict"]), []).append(_columns(entry))
     repeated = sum(len(scores) > 1 for scores in measured.values())
     return {digest: _mean_scores(scores) for digest, scores in measured.items()}, repeated
 
@@ -63,6 +69,12 @@ def benchmark_index(path: str | Path) -> tuple[dict[str, dict], int]:
     """``({hash: scores}, number of architectures measured more than once)`` of a benchmark file."""
     path = Path(path)
     return _benchmark_index(str(path.resolve()), path.stat().st_mtime)
+
+
+def benchmark_columns(path: str | Path, model_hash: str) -> dict:
+    """Every numeric column of one model's entry (its scores, and fields such as ``time_to_train``); {} if it is not there."""
+    return {k: v for k, v in benchmark_index(path)[0].get(model_hash, {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def benchmark_score(path: str | Path, metric: str, model_hash: str) -> float:

@@ -5,6 +5,9 @@ never compared as if it had gone on; tables count how many runs reached each bud
 sample standard deviations. Random search needs no sampling: for a library whose scores are all
 known, its expected best after k evaluations and its chance of reaching a threshold follow from
 order statistics of drawing without replacement.
+
+With several objectives a run is measured by the hypervolume its evaluated models dominate, as a
+share of what the benchmark's true front dominates (every model's values are known on a benchmark).
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ import math
 
 import numpy as np
 from scipy.special import gammaln
+
+from embeddings.library import Library
+from flexibert.search.benchmarks import benchmark_index
+from flexibert.search.objectives import ObjectiveSet, Score
+from flexibert.search.pareto import as_minimisation, hypervolume, hypervolume_curve
 
 
 def best_curve(scores: list[float], budget: int) -> np.ndarray:
@@ -29,13 +37,13 @@ def evaluations_to(scores: list[float], threshold: float) -> int | None:
     return int(hits[0]) + 1 if len(hits) else None
 
 
-def mean_and_spread(values: np.ndarray) -> str:
+def mean_and_spread(values: np.ndarray, digits: int = 2) -> str:
     """``mean ± sample std`` of the finite values, with how many runs they are when some runs did not get there."""
     finite = values[np.isfinite(values)]
     if not len(finite):
         return "-"
     spread = finite.std(ddof=1) if len(finite) > 1 else 0.0
-    text = f"{finite.mean():.2f} ± {spread:.2f}"
+    text = f"{finite.mean():.{digits}f} ± {spread:.{digits}f}"
     return text if len(finite) == len(values) else f"{text} ({len(finite)} of {len(values)} runs)"
 
 
@@ -67,3 +75,39 @@ def random_hit_chance(total: int, hits: int, evaluations: int) -> float:
 def random_expected_evaluations(total: int, hits: int) -> float:
     """Expected number of random draws (without replacement) until the first of ``hits`` good models: (N + 1) / (hits + 1)."""
     return (total + 1) / (hits + 1)
+
+
+# -- several objectives: hypervolume as a share of the true front's ---------------------------------------------
+
+
+def known_values(objectives: ObjectiveSet, library: Library, benchmark_file: str, metric: str) -> np.ndarray:
+    """(models, objectives) for every library model on a benchmark: cheap objectives computed, the others looked up."""
+    index = benchmark_index(benchmark_file)[0]
+    columns = []
+    for objective in objectives.objectives:
+        if objective.cheap:
+            columns.append(objectives.column(library, objective))
+        else:
+            name = metric if isinstance(objective, Score) else objective.name
+            columns.append(np.array([index.get(h, {}).get(name, np.nan) for h in library.hashes], dtype=float))
+    return np.stack(columns, axis=1)
+
+
+def hypervolume_reference(values: np.ndarray, maximize: list[bool]) -> np.ndarray:
+    """The reference point (minimisation form): a maximised objective's median, 1.05 x a minimised objective's largest value.
+
+    The median keeps the bottom half of the scores (models a user would never pick) out of the
+    volume; 1.05 x the largest cost lets the largest models count when they score well.
+    """
+    reference = [np.nanmedian(column) if up else 1.05 * np.nanmax(column) for column, up in zip(values.T, maximize, strict=True)]
+    return as_minimisation(np.array([reference], dtype=float), maximize)[0]
+
+
+def hypervolume_fraction_curve(found: np.ndarray, every: np.ndarray, maximize: list[bool], budget: int) -> np.ndarray:
+    """Hypervolume of the first k evaluated models over the true front's, for k = 1..budget (NaN after a run's last)."""
+    reference = hypervolume_reference(every, maximize)
+    total = hypervolume(as_minimisation(every, maximize), reference)
+    curve = np.full(budget, np.nan)
+    if len(found):
+        curve[: min(len(found), budget)] = hypervolume_curve(as_minimisation(found[:budget], maximize), reference) / total
+    return curve

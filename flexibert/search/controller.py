@@ -25,6 +25,7 @@ from flexibert.search.benchmarks import benchmark_index
 from flexibert.search.job import run_request
 from flexibert.search.journal import Candidate, Event, Journal, RunDirError, RunLock, SearchState
 from flexibert.search.layout import SCORE_FIELD, RunLayout
+from flexibert.search.objectives import Measured, ObjectiveSet
 from flexibert.search.report import write_plots, write_scored_library, write_tables
 from flexibert.search.settings import SearchError, check_training_args, fixed_settings, job_config, search_config
 from flexibert.search.strategies import STRATEGIES, SearchContext, Strategy, random_available
@@ -38,6 +39,7 @@ class Controller:
                  strategy: Strategy, executor: Executor):
         self.args, self.layout, self.journal, self.state = args, run, journal, state
         self.library, self.strategy, self.executor = library, strategy, executor
+        self.objectives = ObjectiveSet.from_args(args)
         self.stop_reason: str | None = None
 
     # -- journal helpers ---------------------------------------------------------------------------------------
@@ -56,7 +58,11 @@ class Controller:
         score = results.get(SCORE_FIELD)
         if not isinstance(score, (int, float)) or not np.isfinite(score):
             return None
-        return {"score": float(score), "wall_s": results.get("wall_time_s"), "parameters": results.get("parameters")}
+        values = self.objectives.values_of(results)
+        if any(value is None for value in values.values()):
+            return None
+        return {"score": float(score), "wall_s": results.get("wall_time_s"), "parameters": results.get("parameters"),
+                "objectives": values}
 
     def _attempt_failed(self, candidate: Candidate, reason: str) -> None:
         self.record(Event.ATTEMPT_FAILED, model_hash=candidate.model_hash, reason=reason)
@@ -122,7 +128,11 @@ class Controller:
         """Journal one round of proposals; False if the library has nothing left to propose."""
         round_index = self.state.rounds
         rng = np.random.default_rng([self.args.seed, round_index])
-        context = SearchContext(self.library, self.state.scores(), set(self.state.candidates))
+        values = self.state.objective_values(self.objectives.names)
+        scores = self.state.scores()
+        if not self.objectives.multi:  # one objective: what a strategy maximises, whichever it is
+            scores = {h: v[0] if self.objectives.maximize[0] else -v[0] for h, v in values.items()}
+        context = SearchContext(self.library, scores, set(self.state.candidates), self.objectives, values)
         init_left = self.args.num_init - len(self.state.candidates)
         if init_left > 0 or not context.scores:  # more random models while none has a score (e.g. all failed)
             proposals = [(i, "init") for i in random_available(context, min(count, max(init_left, 1)), rng)]
@@ -262,12 +272,37 @@ def check_benchmark(path: str) -> None:
               "of one model, and the search sees their mean", flush=True)
 
 
+def check_objectives(args: argparse.Namespace, library: Library) -> None:
+    """Every objective can be read from what the jobs will write, and the caps leave models to propose (checked in seconds)."""
+    objectives = ObjectiveSet.from_args(args)
+    tasks = search_config(args)["tasks"]
+    for objective in objectives.objectives:
+        if not isinstance(objective, Measured):
+            continue
+        if args.benchmark_file:
+            lacking = sum(objective.name not in scores for scores in benchmark_index(args.benchmark_file)[0].values())
+            if lacking:
+                columns = sorted({k for scores in benchmark_index(args.benchmark_file)[0].values() for k in scores})
+                raise SearchError(f"--objectives {objective.name}: {lacking} model(s) of {args.benchmark_file} have no such "
+                                  f"column (its columns: {', '.join(columns)})")
+        elif objective.name not in tasks:
+            raise SearchError(f"--objectives {objective.name}: the jobs score the GLUE tasks {' '.join(tasks)} only; name one "
+                              "of them, or add it to --glue_tasks")
+    if objectives.constraints:
+        allowed = int(objectives.feasible(library).sum())
+        caps = ", ".join(f"{c.objective.name} <= {c.limit:,.0f}" for c in objectives.constraints)
+        if allowed == 0:
+            raise SearchError(f"no model of {args.dataset_file} respects {caps}; raise the cap")
+        print(f"{allowed} of {len(library)} library models respect {caps}", flush=True)
+
+
 def run_search(args: argparse.Namespace) -> SearchState:
     """Open (or resume) the run in ``args.run_dir`` and search until done; returns the final state."""
     run = RunLayout(args.run_dir)
     library = open_library(args.dataset_file)
     if args.benchmark_file:
         check_benchmark(args.benchmark_file)
+    check_objectives(args, library)
     run.root.mkdir(parents=True, exist_ok=True)
     with RunLock(run.root):
         journal = Journal(run.root)

@@ -20,7 +20,7 @@ from embeddings.library import load_shared
 from flexibert.cluster.base import JobRequest
 from flexibert.models.configuration_flexibert import FlexiBERTConfig
 from flexibert.models.modeling_flexibert import FlexiBERTModel
-from flexibert.search.benchmarks import BenchmarkError, benchmark_score
+from flexibert.search.benchmarks import BenchmarkError, benchmark_columns, benchmark_score
 from flexibert.search.layout import SCORE_FIELD, ModelLayout, RunLayout
 from flexibert.training.distributed import is_main_process
 from flexibert.training.glue_score import RESULTS_FILE as GLUE_RESULTS_FILE
@@ -99,7 +99,8 @@ def collect(run: RunLayout, model_hash: str, neighbor: str | None, config: dict,
         except BenchmarkError as err:
             raise JobError(str(err)) from None
         results.update({SCORE_FIELD: score, "source": f"benchmark {config['benchmark_file']} ({config['benchmark_metric']})",
-                        "parameters": encoder_parameters(model_dict)})
+                        "parameters": encoder_parameters(model_dict),
+                        "benchmark": benchmark_columns(config["benchmark_file"], model_hash)})
     else:
         results.update(_trained_results(model))
     results["wall_time_s"] = round(time.time() - started, 3)

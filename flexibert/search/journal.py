@@ -128,6 +128,7 @@ class Candidate:
     score: float | None = None
     wall_s: float | None = None
     parameters: int | None = None
+    objectives: dict[str, float] | None = None  # every objective's value (flexibert/search/objectives.py), once finished
     failed_reason: str | None = None
 
     @property
@@ -196,6 +197,8 @@ class SearchState:
     def _apply_finish(self, event: dict) -> None:
         candidate = self._end_attempt(event, "finished")
         candidate.score, candidate.wall_s, candidate.parameters = event["score"], event.get("wall_s"), event.get("parameters")
+        # Runs journaled before objectives existed optimised the score alone.
+        candidate.objectives = event.get("objectives") or {"glue": event["score"]}
         self.finished.append(candidate.model_hash)
 
     def _apply_attempt_failed(self, event: dict) -> None:
@@ -218,6 +221,10 @@ class SearchState:
     def scores(self) -> dict[str, float]:
         """Finished models and their scores, in completion order."""
         return {h: self.candidates[h].score for h in self.finished}
+
+    def objective_values(self, names: list[str]) -> dict[str, list[float]]:
+        """Finished models and their objectives' values (in the order of ``names``), in completion order."""
+        return {h: [self.candidates[h].objectives[name] for name in names] for h in self.finished}
 
     def in_flight(self) -> list[Candidate]:
         """Candidates with an attempt submitted or running."""

@@ -9,7 +9,7 @@ they agree on its layout because each of them asks these two objects instead of 
       history.csv  leaderboard.csv  leaderboard.md   tables, rebuilt from the journal
       report/*.png  library_scored.json              plots; the library with this run's scores
       controller.log                                 console output of a search run by compare_strategies.py
-      surrogate/round-NNNN.pt                        BOSHNAS's surrogate after each round's fit
+      surrogate/round-NNNN[-objectiveK].pt           BOSHNAS's surrogate(s) after each round's fit
       models/<hash>/                                 one candidate (ModelLayout)
 
 The names are part of the run-folder format: run folders written by earlier versions must resume,
@@ -90,8 +90,10 @@ class RunLayout:
     def model(self, model_hash: str) -> ModelLayout:
         return ModelLayout(self.models / model_hash)
 
-    def surrogate_checkpoint(self, round_index: int) -> Path:
-        return self.root / "surrogate" / f"round-{round_index:04d}.pt"
+    def surrogate_checkpoint(self, round_index: int, objective: int = 0) -> Path:
+        """BOSHNAS's surrogate of one objective after a round's fit (the first objective's keeps the single-objective name)."""
+        suffix = f"-objective{objective}" if objective else ""
+        return self.root / "surrogate" / f"round-{round_index:04d}{suffix}.pt"
 
     @property
     def history(self) -> Path:

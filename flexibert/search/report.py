@@ -22,6 +22,8 @@ from sklearn.decomposition import PCA  # noqa: E402
 from embeddings.library import Library  # noqa: E402
 from flexibert.search.journal import SearchState  # noqa: E402
 from flexibert.search.layout import RunLayout  # noqa: E402
+from flexibert.search.objectives import ObjectiveSet  # noqa: E402
+from flexibert.search.pareto import as_minimisation, pareto_mask  # noqa: E402
 from flexibert.utils.files import atomic_write  # noqa: E402
 
 HISTORY_COLUMNS = ("index", "model_hash", "score", "method", "round", "neighbor", "wall_s", "attempts")
@@ -51,20 +53,59 @@ def history_rows(state: SearchState) -> list[dict]:
     return rows
 
 
+def objectives_of(state: SearchState) -> ObjectiveSet:
+    return ObjectiveSet.from_record((state.config or {}).get("objectives"))
+
+
+def front_members(state: SearchState) -> set[str]:
+    """The finished models on the Pareto front: of the search's objectives, or of score against parameters for one objective."""
+    objectives = objectives_of(state)
+    if objectives.multi:
+        names, maximize = objectives.names, objectives.maximize
+        values = np.array(list(state.objective_values(names).values()), dtype=float).reshape(len(state.finished), len(names))
+    else:
+        maximize = [True, False]
+        values = np.array([[state.candidates[h].score, state.candidates[h].parameters or np.nan] for h in state.finished], dtype=float)
+    mask = pareto_mask(as_minimisation(values.reshape(len(state.finished), len(maximize)), maximize))
+    return {h for h, on_front in zip(state.finished, mask, strict=True) if on_front}
+
+
+def _extra_objectives(state: SearchState) -> list[str]:
+    """Objectives the leaderboard shows beside the score and the (total) parameter count, which it always shows."""
+    return [name for name in objectives_of(state).names if name not in ("glue", "params")]
+
+
+def leaderboard_columns(state: SearchState) -> tuple[str, ...]:
+    """The leaderboard's columns: one per objective besides the score and parameters, and whether a model is on the front."""
+    extra = tuple(_extra_objectives(state))
+    return (*LEADERBOARD_COLUMNS[:4], *extra, "pareto", *LEADERBOARD_COLUMNS[4:])
+
+
 def leaderboard_rows(state: SearchState, library: Library) -> list[dict]:
-    """Finished models, best first (ties: earlier finished first)."""
+    """Finished models, best score first (ties: earlier finished first); ``pareto`` marks the front."""
     ranked = sorted(state.finished, key=lambda h: -state.candidates[h].score)
+    front = front_members(state)
+    extra = _extra_objectives(state)
     return [{"rank": rank, "model_hash": h, "score": state.candidates[h].score, "parameters": state.candidates[h].parameters,
+             **{name: state.candidates[h].objectives.get(name) for name in extra}, "pareto": "yes" if h in front else "",
              "method": state.candidates[h].method, "neighbor": state.candidates[h].neighbor or "",
              "model_dict": json.dumps(library.model_dict(h), separators=(",", ":"))} for rank, h in enumerate(ranked, 1)]
 
 
-def _markdown(rows: list[dict], failed: int) -> str:
-    lines = ["| rank | model | score | parameters | found by | model dict |", "|---:|---|---:|---:|---|---|"]
+def _number(value: object) -> str:
+    return f"{value:,.4g}" if isinstance(value, float) and abs(value) < 1e4 else f"{value:,.0f}" if value is not None else "?"
+
+
+def _markdown(rows: list[dict], failed: int, extra: list[str], objectives: str) -> str:
+    lines = ["| rank | model | score | parameters | " + "".join(f"{name} | " for name in extra) + "Pareto | found by | model dict |",
+             "|---:|---|---:|---:|" + "---:|" * len(extra) + "---|---|---|"]
     for row in rows:
         params = f"{row['parameters']:,}" if row["parameters"] else "?"
-        lines.append(f"| {row['rank']} | `{row['model_hash'][:12]}` | {row['score']:.2f} | {params} | {row['method']} | "
-                     f"`{row['model_dict']}` |")
+        values = "".join(f"{_number(row[name])} | " for name in extra)
+        lines.append(f"| {row['rank']} | `{row['model_hash'][:12]}` | {row['score']:.2f} | {params} | {values}"
+                     f"{'**yes**' if row['pareto'] else ''} | {row['method']} | `{row['model_dict']}` |")
+    lines.append("\nPareto: no other evaluated model is at least as good in every objective"
+                 f" ({objectives}) and better in one.")
     if failed:
         lines.append(f"\n{failed} model(s) failed after all retries (see journal.jsonl and models/<hash>/job-*.log).")
     return "\n".join(lines) + "\n"
@@ -74,19 +115,11 @@ def write_tables(run: RunLayout, state: SearchState, library: Library) -> None:
     """history.csv, leaderboard.csv and leaderboard.md (cheap: after every result)."""
     _write_text(run.history, _csv(history_rows(state), HISTORY_COLUMNS))
     rows = leaderboard_rows(state, library)
-    _write_text(run.leaderboard_csv, _csv(rows, LEADERBOARD_COLUMNS))
-    _write_text(run.leaderboard_md, _markdown(rows, len(state.failed())))
-
-
-def pareto_front(parameters: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Indices of the models no other model beats with fewer or equal parameters, by parameters ascending."""
-    order = np.lexsort((-scores, parameters))
-    front, best = [], -np.inf
-    for i in order:
-        if scores[i] > best:
-            front.append(i)
-            best = scores[i]
-    return np.array(front, dtype=int)
+    columns = leaderboard_columns(state)
+    _write_text(run.leaderboard_csv, _csv(rows, columns))
+    names = objectives_of(state).names
+    _write_text(run.leaderboard_md, _markdown(rows, len(state.failed()), list(columns[4:columns.index("pareto")]),
+                                              ", ".join(names) if len(names) > 1 else "score and parameters"))
 
 
 def write_plots(run: RunLayout, state: SearchState, library: Library) -> list[Path]:
@@ -112,7 +145,8 @@ def write_plots(run: RunLayout, state: SearchState, library: Library) -> list[Pa
     if known:
         params = np.array([r["parameters"] for r in known], dtype=float)
         values = np.array([r["score"] for r in known])
-        front = pareto_front(params, values)
+        front = np.flatnonzero(pareto_mask(as_minimisation(np.stack([values, params], axis=1), [True, False])))
+        front = front[np.argsort(params[front], kind="stable")]
         ax.scatter(params, values, s=14, alpha=0.6, label="evaluated models")
         ax.step(params[front], values[front], where="post", color="C3", label="Pareto frontier")
         ax.legend()
@@ -135,7 +169,39 @@ def write_plots(run: RunLayout, state: SearchState, library: Library) -> list[Pa
     paths.append(report / "library_map.png")
     fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
     plt.close(fig)
+    if objectives_of(state).multi:
+        paths.append(write_front_plot(report / "pareto.png", state, library))
     return paths
+
+
+def write_front_plot(path: Path, state: SearchState, library: Library) -> Path:
+    """The search's first two objectives: every evaluated model, the front highlighted and named, and the untried
+    library shown faintly along an axis whose objective is cheap (known without training)."""
+    objectives = objectives_of(state)
+    (y_objective, x_objective), names = objectives.objectives[:2], objectives.names
+    values = np.array(list(state.objective_values(names).values()), dtype=float).reshape(len(state.finished), len(names))
+    front = np.array([h in front_members(state) for h in state.finished])
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if x_objective.cheap and y_objective.cheap:
+        ax.scatter(objectives.column(library, x_objective), objectives.column(library, y_objective), s=3, c="lightgrey",
+                   label=f"library ({len(library):,})", rasterized=True)
+    elif x_objective.cheap:
+        ax.plot(objectives.column(library, x_objective), np.full(len(library), values[:, 0].min()), "|", color="lightgrey",
+                markersize=8, label=f"library's {x_objective.name} ({len(library):,})")
+    ax.scatter(values[~front, 1], values[~front, 0], s=16, alpha=0.6, label="evaluated")
+    order = np.argsort(values[front, 1] * (-1 if x_objective.maximize else 1), kind="stable")
+    on_front = values[front][order]
+    ax.step(on_front[:, 1], on_front[:, 0], where="post", color="C3", marker="o", label=f"Pareto front ({front.sum()})")
+    for (y, x), model_hash in zip(on_front, np.array(state.finished)[front][order], strict=True):
+        ax.annotate(model_hash[:8], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    arrow = {True: "higher is better", False: "lower is better"}
+    ax.set(xlabel=f"{x_objective.name} ({arrow[x_objective.maximize]})", ylabel=f"{y_objective.name} ({arrow[y_objective.maximize]})",
+           title=f"{state.config.get('strategy', '')} search: {len(state.finished)} evaluated"
+                 + (f" (plot: first 2 of {len(names)} objectives)" if len(names) > 2 else ""))
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def write_scored_library(run: RunLayout, state: SearchState, library: Library) -> Path:

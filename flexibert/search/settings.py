@@ -15,6 +15,7 @@ from flexibert.cluster import add_executor_arguments
 from flexibert.data.glue import GLUE_TASKS
 from flexibert.data.glue_metrics import DEFAULT_TASKS
 from flexibert.search.layout import RunLayout
+from flexibert.search.objectives import CONSTRAINT_FLAGS, ObjectiveError, ObjectiveSet
 from flexibert.search.strategies import STRATEGIES
 from flexibert.training.glue_score import parse_args as glue_parse_args
 from flexibert.training.pretrain import parse_args as pretrain_parse_args
@@ -22,7 +23,7 @@ from flexibert.utils.cli import HelpFormatter
 
 # Settings a resumed run must share with the run it continues: they decide what is proposed and how models are scored.
 FIXED_SETTINGS = ("dataset_file", "strategy", "seed", "num_init", "tasks", "benchmark_file", "benchmark_metric",
-                  "transfer_threshold", "no_transfer", "job")
+                  "objectives", "transfer_threshold", "no_transfer", "job")
 
 
 class SearchError(RuntimeError):
@@ -51,6 +52,16 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     search.add_argument("--benchmark_file",
                         help='look scores up in {"entries": [{"model_dict": ..., "scores": {...}}]} instead of training')
     search.add_argument("--benchmark_metric", default="glue", help="which score of --benchmark_file (0-100)")
+
+    goals = parser.add_argument_group("objectives and constraints (flexibert/search/objectives.py)")
+    goals.add_argument("--objectives", nargs="+", default=["glue"], metavar="NAME",
+                       help="what to optimise: glue (the score), params, encoder_params, flops, a GLUE task, or a numeric column "
+                            "of --benchmark_file (e.g. time_to_train); NAME:max / NAME:min sets a column's direction. "
+                            "Several objectives search for their Pareto front (strategies boshnas, motpe, nsga2, random)")
+    goals.add_argument("--flops_seq_length", type=int, default=128, help="sequence length at which flops (per token) are counted")
+    goals.add_argument("--max_params", type=float, help="never propose a model with more parameters (embeddings and encoder)")
+    goals.add_argument("--max_encoder_params", type=float, help="never propose a model with more encoder parameters")
+    goals.add_argument("--max_flops", type=float, help="never propose a model with more FLOPs per token at --flops_seq_length")
 
     add_executor_arguments(parser)
 
@@ -91,6 +102,7 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
             strategy.from_args(args, RunLayout(args.run_dir or "."))
         except ValueError as err:
             parser.error(str(err))
+    _check_objectives(parser, args)
     for name in ("pretrain_args", "finetune_args"):
         try:
             setattr(args, name, shlex.split(getattr(args, name)))
@@ -99,6 +111,22 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     if args.run_dir is None:
         args.run_dir = f"runs/{args.strategy}_{args.task}_seed{args.seed}"
     return args
+
+
+def _check_objectives(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Objectives that parse, caps that are positive, and a strategy that can optimise that many objectives."""
+    if args.flops_seq_length < 1:
+        parser.error("--flops_seq_length must be at least 1")
+    for flag in CONSTRAINT_FLAGS:
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            parser.error(f"--{flag} must be positive")
+    try:
+        objectives = ObjectiveSet.from_args(args)
+    except ObjectiveError as err:
+        parser.error(f"--objectives: {err}")
+    if objectives.multi and not STRATEGIES[args.strategy].multi_objective:
+        able = ", ".join(name for name, cls in STRATEGIES.items() if cls.multi_objective)
+        parser.error(f"--strategy {args.strategy} optimises one objective; for --objectives {' '.join(args.objectives)} use one of: {able}")
 
 
 def check_training_args(args: argparse.Namespace) -> None:
@@ -130,11 +158,20 @@ def search_config(args: argparse.Namespace) -> dict:
     return {
         "dataset_file": _absolute(args.dataset_file), "strategy": args.strategy, "seed": args.seed, "num_init": args.num_init,
         "tasks": tasks, "benchmark_file": _absolute(args.benchmark_file), "benchmark_metric": args.benchmark_metric,
+        "objectives": objectives_record(args),
         "transfer_threshold": args.transfer_threshold, "no_transfer": args.no_transfer,
         **strategy_records(args),
         "job": None if args.benchmark_file else job_config(args),
         "budget": args.budget, "max_concurrent": args.max_concurrent, "executor": args.executor, "max_retries": args.max_retries,
     }
+
+
+def objectives_record(args: argparse.Namespace) -> dict | None:
+    """The objectives and caps as the journal records them; None for the score alone without caps (as before objectives existed)."""
+    objectives = ObjectiveSet.from_args(args)
+    if objectives.names == ["glue"] and not objectives.constraints:
+        return None
+    return objectives.record()
 
 
 def job_config(args: argparse.Namespace) -> dict:

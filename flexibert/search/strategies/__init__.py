@@ -5,9 +5,9 @@ from flexibert.search.strategies.boshnas import Boshnas, BoshnasSettings
 from flexibert.search.strategies.evolution import EvolutionSettings, RegularizedEvolution
 from flexibert.search.strategies.gp import GaussianProcessBO
 from flexibert.search.strategies.random_search import RandomSearch
-from flexibert.search.strategies.tpe import TreeParzenEstimator
+from flexibert.search.strategies.tpe import NSGAII, TreeParzenEstimator
 
 __all__ = [
-    "STRATEGIES", "Boshnas", "BoshnasSettings", "EvolutionSettings", "GaussianProcessBO", "RandomSearch", "RegularizedEvolution",
+    "STRATEGIES", "Boshnas", "BoshnasSettings", "EvolutionSettings", "GaussianProcessBO", "NSGAII", "RandomSearch", "RegularizedEvolution",
     "SearchContext", "Strategy", "TreeParzenEstimator", "random_available",
 ]

@@ -24,6 +24,7 @@ import numpy as np
 
 from embeddings.library import Library
 from flexibert.search.layout import RunLayout
+from flexibert.search.objectives import ObjectiveSet, Score
 from flexibert.utils.cli import add_flags, from_flags
 
 STRATEGIES: dict[str, type[Strategy]] = {}  # name -> class, in registration order (the order of --help)
@@ -34,10 +35,12 @@ class SearchContext:
     """What a strategy may look at: the library, the scores so far (completion order), and what it may not propose again."""
 
     library: Library
-    scores: dict[str, float]
+    scores: dict[str, float]  # the run's score: what a single-objective strategy maximises
     unavailable: set[str]
+    objectives: ObjectiveSet = field(default_factory=lambda: ObjectiveSet([Score("glue", True)]))
+    values: dict[str, list[float]] | None = None  # every objective's value per finished model (default: the score alone)
     features: np.ndarray = field(init=False)
-    available: np.ndarray = field(init=False)  # boolean mask of the library entries that may still be proposed
+    available: np.ndarray = field(init=False)  # boolean mask of the library entries that may still be proposed (and respect the caps)
 
     def __post_init__(self) -> None:
         if self.library.embeddings is None:
@@ -51,11 +54,20 @@ class SearchContext:
         self.features = ((embeddings - embeddings.mean(axis=0)) / spread).astype(np.float32)
         self.available = np.ones(len(self.library), dtype=bool)
         self.available[[self.library.index(h) for h in self.unavailable if h in self.library]] = False
+        if self.objectives.constraints:
+            self.available &= self.objectives.feasible(self.library)
+        if self.values is None:
+            self.values = {h: [score] for h, score in self.scores.items()}
 
     def scored(self) -> tuple[np.ndarray, np.ndarray]:
         """Library indices and scores of the finished models."""
         indices = np.array([self.library.index(h) for h in self.scores], dtype=int)
         return indices, np.array(list(self.scores.values()), dtype=np.float64)
+
+    def scored_values(self) -> tuple[np.ndarray, np.ndarray]:
+        """Library indices of the finished models and their objectives' values, (models, objectives)."""
+        indices = np.array([self.library.index(h) for h in self.values], dtype=int)
+        return indices, np.array(list(self.values.values()), dtype=np.float64).reshape(len(indices), len(self.objectives))
 
 
 def random_available(context: SearchContext, count: int, rng: np.random.Generator) -> list[int]:
@@ -77,6 +89,7 @@ class Strategy:
     name: ClassVar[str]
     Settings: ClassVar[type | None] = None
     flags_title: ClassVar[str] = ""
+    multi_objective: ClassVar[bool] = False  # True: proposes from every objective in context.values, not the score alone
     converged: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

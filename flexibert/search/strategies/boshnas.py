@@ -5,6 +5,15 @@ most rounds then optimise the acquisition with GOBI and snap the optimum to untr
 some sample the most uncertain model or a random one. After ``patience`` optimisation rounds without
 progress the aleatoric term joins the bound, and after ``aleatoric_rounds`` more the search has
 converged.
+
+With several objectives (``--objectives glue params``) each objective that only training tells gets
+its own surrogate; cheap ones (parameters, FLOPs) are known exactly for every model. An optimisation
+round draws random weights for the objectives and proposes the untried models that minimise the
+augmented Chebyshev scalarisation of their normalised optimistic values (ParEGO's recipe, with the
+surrogates' confidence bounds in place of a GP's expected improvement). The weights change every
+round, so the proposals spread along the whole front. Every untried library model is scored rather
+than running GOBI: a cheap objective has no gradient in the embedding space. Progress, for patience,
+means a model joined the front.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import torch
 from flexibert.search.boshnas.gobi import acquisition, gobi, snap_to_library
 from flexibert.search.boshnas.surrogate import Surrogate
 from flexibert.search.layout import RunLayout
+from flexibert.search.pareto import as_minimisation, pareto_mask
 from flexibert.search.strategies.base import SearchContext, Strategy, random_available
 from flexibert.utils.cli import from_flags, setting
 
@@ -56,31 +66,40 @@ def normalised_losses(scores: np.ndarray) -> np.ndarray:
     return (0.9 - 0.8 * (scores - low) / (high - low)).astype(np.float32)
 
 
+CHEBYSHEV_RHO = 0.05  # the augmented scalarisation's linear part: it breaks ties between weakly dominated models
+
+
 class Boshnas(Strategy):
-    """BOSHNAS: the surrogate is warm-started across rounds and checkpointed per round in the run folder,
+    """BOSHNAS: the surrogates are warm-started across rounds and checkpointed per round in the run folder,
     so that a resumed search continues from the same weights."""
 
     name = "boshnas"
     Settings = BoshnasSettings
     flags_title = "BOSHNAS (--strategy boshnas)"
+    multi_objective = True
 
     def __init__(self, settings: BoshnasSettings, run: RunLayout | None = None):
         self.settings, self.run = settings, run
         self._surrogate_class = Surrogate
-        self.surrogate = None
+        self.surrogates: list[Surrogate] = []  # one per objective that only training tells, in objective order
         self.state = {"rounds_without_progress": 0, "last_best": None, "last_method": None, "fitted_on": 0,
-                      "surrogate_round": None}
+                      "surrogate_round": None, "surrogate_objectives": [0], "last_front": None}
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, run: RunLayout) -> Boshnas:
         return cls(from_flags(BoshnasSettings, args), run)
 
     @property
+    def surrogate(self) -> Surrogate | None:
+        """The first objective's surrogate (the only one of a single-objective search)."""
+        return self.surrogates[0] if self.surrogates else None
+
+    @property
     def converged(self) -> bool:
         return self.state["rounds_without_progress"] >= self.settings.patience + self.settings.aleatoric_rounds
 
-    def _checkpoint(self, round_index: int) -> Path | None:
-        return None if self.run is None else self.run.surrogate_checkpoint(round_index)
+    def _checkpoint(self, round_index: int, objective: int = 0) -> Path | None:
+        return None if self.run is None else self.run.surrogate_checkpoint(round_index, objective)
 
     def state_dict(self) -> dict:
         return dict(self.state)
@@ -90,32 +109,56 @@ class Boshnas(Strategy):
         if "same" in state:  # the counter's name in run folders written before it was renamed
             state["rounds_without_progress"] = state.pop("same")
         self.state.update(state)
-        if self.state["surrogate_round"] is not None and (path := self._checkpoint(self.state["surrogate_round"])) is not None:
-            self.surrogate = self._surrogate_class.load(path)
+        if self.state["surrogate_round"] is not None and self.run is not None:
+            self.surrogates = [self._surrogate_class.load(self._checkpoint(self.state["surrogate_round"], j))
+                               for j in self.state["surrogate_objectives"]]
 
-    def _track_progress(self, best: float) -> None:
+    def _track_progress(self, context: SearchContext) -> None:
         """Count optimisation rounds without progress; a sampling round neither counts nor resets (it says nothing of GOBI)."""
-        last = self.state["last_best"]
-        if last is not None and best > last + self.settings.tolerance:
+        if context.objectives.multi:
+            improved = self._front_grew(context)
+        else:
+            best, last = max(context.scores.values()), self.state["last_best"]
+            improved = last is not None and best > last + self.settings.tolerance
+            self.state["last_best"] = best if last is None else max(best, last)
+        if improved:
             self.state["rounds_without_progress"] = 0
-        elif last is not None and self.state["last_method"] == "optimization":
+        elif self.state["last_method"] == "optimization":
             self.state["rounds_without_progress"] += 1
-        self.state["last_best"] = best if last is None else max(best, last)
+
+    def _front_grew(self, context: SearchContext) -> bool:
+        """Whether a model joined the front of the scored models since the last round."""
+        indices, values = context.scored_values()
+        front = sorted(context.library.hashes[i] for i in indices[pareto_mask(as_minimisation(values, context.objectives.maximize))])
+        last, self.state["last_front"] = self.state["last_front"], front
+        return last is not None and bool(set(front) - set(last))
+
+    @staticmethod
+    def _targets(context: SearchContext) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """(objective position, library indices, scores with higher = better) of each objective a surrogate learns."""
+        if not context.objectives.multi:
+            return [(0, *context.scored())]
+        indices, values = context.scored_values()
+        return [(j, indices, values[:, j] if objective.maximize else -values[:, j])
+                for j, objective in enumerate(context.objectives.objectives) if not objective.cheap]
 
     def _fit(self, context: SearchContext, round_index: int) -> None:
-        features = context.features
-        indices, scores = context.scored()
-        if self.surrogate is None:
-            self.surrogate = self._surrogate_class(features.shape[1], seed=self.settings.seed, max_epochs=self.settings.surrogate_epochs)
-        if len(scores) != self.state["fitted_on"]:
-            self.surrogate.fit(features[indices], normalised_losses(scores))
-            self.state["fitted_on"] = len(scores)
-            if (path := self._checkpoint(round_index)) is not None:
-                self.surrogate.save(path)
-                self.state["surrogate_round"] = round_index
+        targets = self._targets(context)
+        if not targets or len(targets[0][2]) == self.state["fitted_on"]:
+            return
+        if not self.surrogates:
+            s = self.settings
+            self.surrogates = [self._surrogate_class(context.features.shape[1], seed=s.seed + 1000 * j, max_epochs=s.surrogate_epochs)
+                               for j, _, _ in targets]
+        for surrogate, (j, indices, scores) in zip(self.surrogates, targets, strict=True):
+            surrogate.fit(context.features[indices], normalised_losses(scores))
+            if (path := self._checkpoint(round_index, j)) is not None:
+                surrogate.save(path)
+        self.state.update(fitted_on=len(targets[0][2]), surrogate_objectives=[j for j, _, _ in targets],
+                          surrogate_round=round_index if self.run is not None else None)
 
-    def _acquisition(self, x: np.ndarray, use_aleatoric: bool) -> np.ndarray:
-        mean, epistemic, aleatoric = self.surrogate.predict(x)
+    def _acquisition(self, x: np.ndarray, use_aleatoric: bool, surrogate: Surrogate | None = None) -> np.ndarray:
+        mean, epistemic, aleatoric = (surrogate or self.surrogate).predict(x)
         return acquisition(mean, epistemic, aleatoric, self.settings.k1, self.settings.k2, use_aleatoric)
 
     def _optimize(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[int]:
@@ -136,6 +179,30 @@ class Boshnas(Strategy):
             found += [int(i) for i in rest[np.argsort(values, kind="stable")][: count - len(found)]]
         return found[:count]
 
+    def _optimize_front(self, context: SearchContext, count: int, rng: np.random.Generator) -> list[int]:
+        """The untried models with the best scalarised optimistic values, under this round's random weights."""
+        candidates = np.flatnonzero(context.available)
+        use_aleatoric = self.state["rounds_without_progress"] >= self.settings.patience
+        weights = rng.dirichlet(np.ones(len(context.objectives)))
+        surrogates = dict(zip(self.state["surrogate_objectives"], self.surrogates, strict=True))
+        normalised = np.stack([self._normalised(context, j, candidates, surrogates.get(j), use_aleatoric)
+                               for j in range(len(context.objectives))], axis=1)
+        weighted = normalised * weights
+        scalarised = weighted.max(axis=1) + CHEBYSHEV_RHO * weighted.sum(axis=1)
+        return [int(i) for i in candidates[np.argsort(scalarised, kind="stable")][:count]]
+
+    def _normalised(self, context: SearchContext, j: int, candidates: np.ndarray, surrogate: Surrogate | None,
+                    use_aleatoric: bool) -> np.ndarray:
+        """One objective on a common scale, 0 = best: the surrogate's optimistic loss (0 at the best score so far), or a
+        cheap objective exactly (0 at the library's best)."""
+        objective = context.objectives.objectives[j]
+        if surrogate is not None:
+            return (self._acquisition(context.features[candidates], use_aleatoric, surrogate) - 0.1) / 0.8
+        column = context.objectives.column(context.library, objective)
+        low, high = column.min(), column.max()
+        scaled = (column[candidates] - low) / max(high - low, 1e-12)
+        return 1.0 - scaled if objective.maximize else scaled
+
     def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # the surrogate's networks are tiny: more threads only add overhead (and contention)
@@ -146,12 +213,14 @@ class Boshnas(Strategy):
 
     def _propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
         s = self.settings
-        self._track_progress(max(context.scores.values()))
+        self._track_progress(context)
         self._fit(context, round_index)
         draw = rng.random()
         if draw < 1 - s.prob_uncertainty - s.prob_random:
-            method, chosen = "optimization", self._optimize(context, count, rng, round_index)
-        elif draw < 1 - s.prob_random:
+            method = "optimization"
+            chosen = (self._optimize_front(context, count, rng) if context.objectives.multi
+                      else self._optimize(context, count, rng, round_index))
+        elif draw < 1 - s.prob_random and self.surrogates:
             candidates = np.flatnonzero(context.available)
             epistemic = self.surrogate.predict(context.features[candidates])[1]
             method, chosen = "uncertainty", [int(i) for i in candidates[np.argsort(-epistemic, kind="stable")][:count]]

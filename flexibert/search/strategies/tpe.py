@@ -1,4 +1,4 @@
-"""Optuna's TPE sampler on the choices of a model dict: the baseline a user gets from a few lines of Optuna.
+"""Optuna's samplers (TPE, NSGA-II) on the choices of a model dict: the baselines a user gets from a few lines of Optuna.
 
 Each round the study is rebuilt from the journal's scores (every evaluated model told with its real
 score, in completion order) and asked for new trials. A trial names depth, then per layer the
@@ -21,21 +21,30 @@ from flexibert.search.strategies.encoding import ChoiceEncoding
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial would drown the search's console
 
 
-class TreeParzenEstimator(Strategy):
-    """Optuna's TPESampler (its defaults) over the model dict's choices."""
+class OptunaChoices(Strategy):
+    """An Optuna sampler over the model dict's choices; subclasses name the sampler (its defaults, seeded per round).
 
-    name = "tpe"
+    With several objectives the study has one direction per objective and is told every evaluated
+    model's values, so the sampler searches for their Pareto front.
+    """
+
+    multi_objective = True
+    method: str
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
 
     @staticmethod
     def _distributions(encoding: ChoiceEncoding, choices: dict[str, object]) -> dict:
         return {name: optuna.distributions.CategoricalDistribution(encoding.options[name]) for name in choices}
 
     def _study(self, context: SearchContext, encoding: ChoiceEncoding, seed: int) -> optuna.Study:
-        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-        for model_hash, score in context.scores.items():
+        directions = ["maximize" if up else "minimize" for up in context.objectives.maximize]
+        study = optuna.create_study(directions=directions, sampler=self.sampler(seed))
+        for model_hash, values in context.values.items():
             choices = encoding.choices(context.library.model_dict(model_hash))
             study.add_trial(optuna.trial.create_trial(params=choices, distributions=self._distributions(encoding, choices),
-                                                      value=score))
+                                                      values=values))
         return study
 
     @staticmethod
@@ -53,5 +62,23 @@ class TreeParzenEstimator(Strategy):
             if index is None:
                 break
             allowed[index] = False
-            chosen.append((index, "tpe"))
+            chosen.append((index, self.method))
         return chosen
+
+
+class TreeParzenEstimator(OptunaChoices):
+    """Optuna's TPESampler, its defaults (with several objectives: its multi-objective TPE)."""
+
+    name = method = "tpe"
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=seed)
+
+
+class NSGAII(OptunaChoices):
+    """Optuna's NSGAIISampler, its defaults: the evolutionary baseline for Pareto fronts (one objective works too)."""
+
+    name = method = "nsga2"
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.NSGAIISampler(seed=seed)

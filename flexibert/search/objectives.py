@@ -1,0 +1,232 @@
+"""What a search optimises: one or more objectives, and the caps a proposal must respect.
+
+``run_boshnas.py --objectives glue params`` searches for the front of GLUE against total parameter
+count. Each objective is one small class here:
+
+- ``glue`` (or ``score``): the run's score (the GLUE average, one task's score with ``--task``, or the
+  benchmark's ``--benchmark_metric``), maximised;
+- a GLUE task (``rte``) or any numeric column of the benchmark file (``time_to_train``): read from the
+  job's results.json; task scores are maximised, other columns minimised (``time_to_train:max``
+  turns that round);
+- ``params``, ``encoder_params``, ``flops`` (per token at ``--flops_seq_length``): cheap, computed
+  from the model dict without training, so they are known for every library model before it is tried.
+
+Every objective's value of an evaluated model is recorded in the journal's finish event, so reports
+and resumed searches never recompute a trained model's numbers. Constraints (``--max_params``,
+``--max_encoder_params``, ``--max_flops``) cap cheap objectives: a library model that breaks a cap is
+never proposed, the initial random models included.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from embeddings.library import Library
+from flexibert.data.glue import GLUE_TASKS
+from flexibert.search.layout import SCORE_FIELD
+
+SCORE_NAMES = ("glue", "score")  # both name the run's score
+DIRECTIONS = {"max": True, "min": False}
+
+
+class ObjectiveError(ValueError):
+    """An objective or constraint the search cannot evaluate (unknown name, missing benchmark column)."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One objective: a name (its column in reports), a direction, and where its value comes from.
+
+    A cheap objective is a function of the model dict alone (``of_model``); the others are read from
+    an evaluated model's results.json (``of_results``), which the job wrote.
+    """
+
+    name: str
+    maximize: bool
+    cheap: ClassVar[bool] = False
+
+    def of_model(self, model_dict: dict) -> float:
+        raise NotImplementedError(f"{self.name} is only known after training")
+
+    def of_results(self, results: dict) -> float | None:
+        """The value recorded in a job's results.json (None when it is missing or not a finite number)."""
+        raise NotImplementedError
+
+
+def _finite(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Score(Objective):
+    """The run's score, the one every search has."""
+
+    def of_results(self, results: dict) -> float | None:
+        return _finite(results.get(SCORE_FIELD))
+
+
+@dataclass(frozen=True)
+class Measured(Objective):
+    """A number the job measured or looked up: a GLUE task's dev score, or a column of the benchmark file."""
+
+    def of_results(self, results: dict) -> float | None:
+        for source in (results.get("scores") or {}, results.get("benchmark") or {}):
+            if self.name in source:
+                return _finite(source[self.name])
+        return None
+
+
+@dataclass(frozen=True)
+class ParameterCount(Objective):
+    """Trainable parameters of the base model (``params``: embeddings and encoder; ``encoder_params``: the encoder)."""
+
+    part: str = "total"
+    cheap: ClassVar[bool] = True
+
+    def of_model(self, model_dict: dict) -> float:
+        from flexibert.models.costs import parameter_count  # torch: only when a search counts parameters
+
+        return float(parameter_count(model_dict, self.part))
+
+    def of_results(self, results: dict) -> float | None:
+        return self.of_model(results["model_dict"]) if "model_dict" in results else None
+
+
+@dataclass(frozen=True)
+class Flops(Objective):
+    """Forward FLOPs per token at a fixed sequence length: the cost of running the model, independent of hardware."""
+
+    seq_length: int = 128
+    cheap: ClassVar[bool] = True
+
+    def of_model(self, model_dict: dict) -> float:
+        from flexibert.models.costs import flops_per_token
+
+        return float(flops_per_token(model_dict, self.seq_length))
+
+    def of_results(self, results: dict) -> float | None:
+        return self.of_model(results["model_dict"]) if "model_dict" in results else None
+
+
+def parse_objective(spec: str, flops_seq_length: int = 128) -> Objective:
+    """``glue``, ``params``, ``encoder_params``, ``flops``, a GLUE task or a benchmark column; ``NAME:max``/``:min`` sets a direction."""
+    name, _, direction = spec.partition(":")
+    if direction and direction not in DIRECTIONS:
+        raise ObjectiveError(f"objective {spec!r}: the direction after ':' must be 'max' or 'min'")
+    if name in SCORE_NAMES:
+        objective: Objective = Score("glue", True)
+    elif name in ("params", "encoder_params"):
+        objective = ParameterCount(name, False, "total" if name == "params" else "encoder")
+    elif name == "flops":
+        objective = Flops(name, False, flops_seq_length)
+    elif name:
+        objective = Measured(name, name in GLUE_TASKS)
+    else:
+        raise ObjectiveError("an objective needs a name, e.g. --objectives glue params")
+    if direction and isinstance(objective, Measured):
+        return Measured(name, DIRECTIONS[direction])
+    if direction and DIRECTIONS[direction] != objective.maximize:
+        raise ObjectiveError(f"objective {spec!r}: {name} is always {'maximised' if objective.maximize else 'minimised'}")
+    return objective
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A cap on a cheap objective: models above it are never proposed."""
+
+    objective: Objective
+    limit: float
+
+    def allows(self, values: np.ndarray) -> np.ndarray:
+        return values <= self.limit
+
+
+CONSTRAINT_FLAGS = {"max_params": "params", "max_encoder_params": "encoder_params", "max_flops": "flops"}
+
+
+class ObjectiveSet:
+    """The search's objectives (the first is the one a single-objective strategy sees) and constraints."""
+
+    def __init__(self, objectives: list[Objective], constraints: list[Constraint] | None = None):
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ObjectiveError(f"--objectives names one objective twice: {' '.join(names)}")
+        self.objectives, self.constraints = objectives, list(constraints or [])
+        self._library_cache: dict[tuple[int, str], tuple[Library, np.ndarray]] = {}
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ObjectiveSet:
+        """From --objectives, --flops_seq_length and the --max_* flags (defaults: the score alone, no caps)."""
+        seq = getattr(args, "flops_seq_length", 128)
+        objectives = [parse_objective(spec, seq) for spec in (getattr(args, "objectives", None) or ["glue"])]
+        constraints = [Constraint(parse_objective(name, seq), float(getattr(args, flag)))
+                       for flag, name in CONSTRAINT_FLAGS.items() if getattr(args, flag, None) is not None]
+        return cls(objectives, constraints)
+
+    @classmethod
+    def from_record(cls, record: dict | None) -> ObjectiveSet:
+        """The objectives a journal's run settings recorded (None: the score alone, as in runs before objectives existed)."""
+        if not record:
+            return cls([Score("glue", True)])
+        seq = record.get("flops_seq_length") or 128
+        flags = {name: flag for flag, name in CONSTRAINT_FLAGS.items()}
+        return cls.from_args(argparse.Namespace(objectives=record["objectives"], flops_seq_length=seq,
+                                                **{flags[name]: limit for name, limit in record["constraints"].items()}))
+
+    def __len__(self) -> int:
+        return len(self.objectives)
+
+    @property
+    def names(self) -> list[str]:
+        return [o.name for o in self.objectives]
+
+    @property
+    def maximize(self) -> list[bool]:
+        return [o.maximize for o in self.objectives]
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
+
+    def values_of(self, results: dict) -> dict[str, float | None]:
+        """Every objective's value for one evaluated model, from its results.json (what the finish event records)."""
+        return {o.name: (o.of_model(results["model_dict"]) if o.cheap and "model_dict" in results else o.of_results(results))
+                for o in self.objectives}
+
+    def missing(self, results: dict) -> list[str]:
+        """The objectives a results.json gives no value for (a benchmark without the column, a task not scored)."""
+        return [name for name, value in self.values_of(results).items() if value is None]
+
+    def column(self, library: Library, objective: Objective) -> np.ndarray:
+        """A cheap objective's value for every library model (computed once per library and objective)."""
+        key = (id(library), repr(objective))
+        cached = self._library_cache.get(key)
+        if cached is None or cached[0] is not library:
+            values = np.array([objective.of_model(d) for d in library.model_dicts], dtype=np.float64)
+            cached = self._library_cache[key] = (library, values)
+        return cached[1]
+
+    def library_values(self, library: Library) -> np.ndarray:
+        """(models, objectives): cheap objectives for every library model, NaN where only training tells."""
+        columns = [self.column(library, o) if o.cheap else np.full(len(library), np.nan) for o in self.objectives]
+        return np.stack(columns, axis=1)
+
+    def feasible(self, library: Library) -> np.ndarray:
+        """Boolean mask of the library models that respect every constraint."""
+        mask = np.ones(len(library), dtype=bool)
+        for constraint in self.constraints:
+            mask &= constraint.allows(self.column(library, constraint.objective))
+        return mask
+
+    def record(self) -> dict:
+        """What the journal records (a resume with other objectives or caps is refused)."""
+        return {"objectives": [f"{o.name}:{'max' if o.maximize else 'min'}" for o in self.objectives],
+                "constraints": {c.objective.name: c.limit for c in self.constraints},
+                "flops_seq_length": next((o.seq_length for o in self._all() if isinstance(o, Flops)), None)}
+
+    def _all(self) -> list[Objective]:
+        return [*self.objectives, *(c.objective for c in self.constraints)]
