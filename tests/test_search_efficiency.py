@@ -22,35 +22,20 @@ from flexibert.search import comparison
 from flexibert.search.benchmarks import benchmark_index, benchmark_score
 from flexibert.search.journal import Journal
 
-NASBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "nasbench_bert" / "nasbench_bert_glue.json"
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
-              pytest.mark.skipif(not NASBENCH.is_file(), reason=f"NAS-Bench-BERT not found at {NASBENCH} (../shared/data)")]
-
-
-@pytest.fixture(scope="module")
-def nasbench(tmp_path_factory) -> dict:
-    """The library of NAS-Bench-BERT's distinct architectures (with embeddings and neighbours) and their mean scores."""
-    work = tmp_path_factory.mktemp("nasbench")
-    entries = json.loads(NASBENCH.read_text())["entries"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        library = Library.from_model_dicts([e["model_dict"] for e in entries])
-        library.build_embeddings(num_neighbors=30, seed=0)
-    library.save(work / "library.json")
-    scores = np.array([s["glue"] for s in benchmark_index(NASBENCH)[0].values()])
-    return {"library": work / "library.json", "scores": scores, "work": work}
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def search(nasbench: dict, run_dir: Path, *flags: str):
     with contextlib.redirect_stdout(io.StringIO()) as console:
-        state = run_boshnas.main(["--dataset_file", str(nasbench["library"]), "--benchmark_file", str(NASBENCH), "--executor",
+        state = run_boshnas.main(["--dataset_file", str(nasbench["library"]), "--benchmark_file", str(nasbench["file"]), "--executor",
                                   "inline", "--run_dir", str(run_dir), "--num_init", "5", *flags])
     state.console = console.getvalue()
     return state
 
 
 def test_repeated_architectures_score_their_mean_and_the_search_says_so_once(nasbench, tmp_path):
-    entries = json.loads(NASBENCH.read_text())["entries"]
-    index, repeated = benchmark_index(NASBENCH)
+    entries = json.loads(nasbench["file"].read_text())["entries"]
+    index, repeated = benchmark_index(nasbench["file"])
     assert repeated == 9 and len(index) == 491 == len(Library.load(nasbench["library"]))
     by_hash: dict[str, list[float]] = {}
     for entry in entries:
@@ -58,8 +43,8 @@ def test_repeated_architectures_score_their_mean_and_the_search_says_so_once(nas
     twice = [h for h, values in by_hash.items() if len(values) == 2]
     assert len(twice) == 9
     for digest in twice:
-        assert benchmark_score(NASBENCH, "glue", digest) == pytest.approx(np.mean(by_hash[digest]))
-        assert min(by_hash[digest]) < benchmark_score(NASBENCH, "glue", digest) < max(by_hash[digest])
+        assert benchmark_score(nasbench["file"], "glue", digest) == pytest.approx(np.mean(by_hash[digest]))
+        assert min(by_hash[digest]) < benchmark_score(nasbench["file"], "glue", digest) < max(by_hash[digest])
     state = search(nasbench, tmp_path / "random", "--strategy", "random", "--budget", "6")
     assert state.console.count("9 architecture(s) appear more than once") == 1
 

@@ -20,7 +20,7 @@ from scipy.special import gammaln
 from embeddings.library import Library
 from flexibert.search.benchmarks import benchmark_index
 from flexibert.search.objectives import ObjectiveSet, Score
-from flexibert.search.pareto import as_minimisation, hypervolume, hypervolume_curve
+from flexibert.search.pareto import as_minimisation, hypervolume, hypervolume_curve, reference_point
 
 
 def best_curve(scores: list[float], budget: int) -> np.ndarray:
@@ -94,13 +94,8 @@ def known_values(objectives: ObjectiveSet, library: Library, benchmark_file: str
 
 
 def hypervolume_reference(values: np.ndarray, maximize: list[bool]) -> np.ndarray:
-    """The reference point (minimisation form): a maximised objective's median, 1.05 x a minimised objective's largest value.
-
-    The median keeps the bottom half of the scores (models a user would never pick) out of the
-    volume; 1.05 x the largest cost lets the largest models count when they score well.
-    """
-    reference = [np.nanmedian(column) if up else 1.05 * np.nanmax(column) for column, up in zip(values.T, maximize, strict=True)]
-    return as_minimisation(np.array([reference], dtype=float), maximize)[0]
+    """The reference point (minimisation form) of a benchmark whose every value is known (pareto.reference_point)."""
+    return reference_point(list(values.T), maximize)
 
 
 def hypervolume_fraction_curve(found: np.ndarray, every: np.ndarray, maximize: list[bool], budget: int) -> np.ndarray:

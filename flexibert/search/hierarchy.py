@@ -1,6 +1,7 @@
 """The hierarchical step as a library: the next, finer library around the best models of a searched one.
 
-The best-scoring models are interpolated with their stored neighbours and with each other at a finer
+The best-scoring models (or, with ``--around front``, the best of a multi-objective search's Pareto
+front) are interpolated with their stored neighbours and with each other at a finer
 number of layers per stack (embeddings/interpolation.py), and the candidates become a new library with
 its own embeddings and neighbours. ``flexibert/hierarchical.py`` is the stage script.
 """
@@ -22,7 +23,9 @@ from embeddings.design_space import GLUE_TASK_NAMES, load_design_space
 from embeddings.interpolation import check_layers_per_stack, count_candidates, interpolate
 from embeddings.library import Library
 from embeddings.library_builder import add_embedding_arguments
+from flexibert.search.journal import Journal, SearchState
 from flexibert.search.layout import SCORE_FIELD, RunLayout
+from flexibert.search.objectives import front_members
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heterogeneous_feed_forward", action="store_true",
                         help="interpolate FF widths per sub-layer (keeps heterogeneous FF stacks) instead of one width per layer")
     parser.add_argument("--top_models", type=int, default=5, help="best models to interpolate from (the original's TOP_NUM_MODELS)")
+    parser.add_argument("--around", choices=("top", "front"), default="top",
+                        help="refine around the best scores, or around the Pareto front of --run_dir's objectives (its best-scoring "
+                             "--top_models members; a single-objective run's front is score against parameters)")
     parser.add_argument("--neighbors_per_model", type=int, default=5, help="stored neighbours of each top model to interpolate with")
     parser.add_argument("--max_candidates_per_pair", type=int, default=10000,
                         help="a pair with more candidates is sampled down to this many (seeded)")
@@ -54,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         check_layers_per_stack(args.old_layers_per_stack, args.new_layers_per_stack)
     except ValueError as err:
         parser.error(str(err))
+    if args.around == "front" and not args.run_dir:
+        parser.error("--around front reads the front from a search's journal: pass --run_dir")
     for name in ("top_models", "max_candidates_per_pair"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -113,6 +121,16 @@ def top_models(scores: dict[str, float], library: Library, count: int) -> list[s
     return sorted(scores, key=lambda h: (-scores[h], library.index(h)))[:count]
 
 
+def front_models(run_dir: str, scores: dict[str, float], library: Library, count: int) -> list[str]:
+    """The best-scoring ``count`` models of the run's Pareto front (its journal says which models and objectives)."""
+    state = SearchState.replay(Journal(Path(run_dir)).read())
+    front = [h for h in front_members(state) if h in scores and h in library]
+    if not front:
+        raise ValueError(f"{run_dir} has no evaluated model of --old_dataset_file on its front")
+    print(f"the front of {run_dir} has {len(front)} model(s); refining around the best {min(count, len(front))}")
+    return top_models({h: scores[h] for h in front}, library, count)
+
+
 def print_summary(scores: dict[str, float], top: list[str], library: Library) -> None:
     homogeneous = sum(is_homogeneous(library.model_dict(h)) for h in scores)
     print(f"{len(scores)} scored models: {homogeneous} homogeneous, {len(scores) - homogeneous} heterogeneous")
@@ -168,7 +186,7 @@ def next_level_library(args: argparse.Namespace) -> tuple[Library, Path]:
         print(f"warning: {args.old_dataset_file} was built with {stored_lps} layers per stack, "
               f"but --old_layers_per_stack is {args.old_layers_per_stack}", file=sys.stderr)
     scores = read_scores(args, old)
-    top = top_models(scores, old, args.top_models)
+    top = front_models(args.run_dir, scores, old, args.top_models) if args.around == "front" else top_models(scores, old, args.top_models)
     print_summary(scores, top, old)
     candidates = collect_candidates(old, top, args)
     space = load_design_space(args.design_space_file) if args.design_space_file else None

@@ -27,7 +27,9 @@ import numpy as np
 
 from embeddings.library import Library
 from flexibert.data.glue import GLUE_TASKS
+from flexibert.search.journal import SearchState
 from flexibert.search.layout import SCORE_FIELD
+from flexibert.search.pareto import as_minimisation, pareto_mask
 
 SCORE_NAMES = ("glue", "score")  # both name the run's score
 DIRECTIONS = {"max": True, "min": False}
@@ -82,7 +84,8 @@ class Measured(Objective):
 
 @dataclass(frozen=True)
 class ParameterCount(Objective):
-    """Trainable parameters of the base model (``params``: embeddings and encoder; ``encoder_params``: the encoder)."""
+    """Trainable parameters of the base model (``params``: all of them, embeddings, encoder and pooler, as jobs report;
+    ``encoder_params``: the encoder's, which is what differs between models of one vocabulary)."""
 
     part: str = "total"
     cheap: ClassVar[bool] = True
@@ -230,3 +233,21 @@ class ObjectiveSet:
 
     def _all(self) -> list[Objective]:
         return [*self.objectives, *(c.objective for c in self.constraints)]
+
+
+def objectives_of(state: SearchState) -> ObjectiveSet:
+    """The objectives a run's journal recorded."""
+    return ObjectiveSet.from_record((state.config or {}).get("objectives"))
+
+
+def front_members(state: SearchState) -> set[str]:
+    """The finished models on the Pareto front: of the search's objectives, or of score against parameters for one objective."""
+    objectives = objectives_of(state)
+    if objectives.multi:
+        names, maximize = objectives.names, objectives.maximize
+        values = np.array(list(state.objective_values(names).values()), dtype=float).reshape(len(state.finished), len(names))
+    else:
+        maximize = [True, False]
+        values = np.array([[state.candidates[h].score, state.candidates[h].parameters or np.nan] for h in state.finished], dtype=float)
+    mask = pareto_mask(as_minimisation(values.reshape(len(state.finished), len(maximize)), maximize))
+    return {h for h, on_front in zip(state.finished, mask, strict=True) if on_front}

@@ -74,6 +74,25 @@ def hypervolume_curve(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return _curve_by_front(clean, inert, ref)
 
 
+def reference_point(columns: Sequence[np.ndarray], maximize: Sequence[bool]) -> np.ndarray:
+    """The reference point of FlexiBERT's hypervolumes (minimisation form), from each objective's known values.
+
+    A maximised objective (a score) counts from its median: a model in the bottom half is of no use
+    whatever its size. A minimised one (a cost, positive) counts from 1.05 x its largest value, so
+    the largest models still count when they score well.
+    """
+    return np.array([-np.nanmedian(column) if up else 1.05 * np.nanmax(column) for column, up in zip(columns, maximize, strict=True)],
+                    dtype=float)
+
+
+def hypervolume_improvements(points: np.ndarray, candidates: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """How much each candidate point (one at a time) would add to the hypervolume of ``points``."""
+    ref = _as_reference(reference, candidates.shape[1])
+    base = _front_inside(_as_points(points), ref)
+    before = _volume(base, ref) if len(base) else 0.0
+    return np.array([hypervolume(np.vstack([base, candidate[None]]), ref) - before for candidate in candidates])
+
+
 def _as_points(points: np.ndarray) -> np.ndarray:
     """The points as a float (n, k) array; an empty input of any shape is zero points."""
     pts = np.asarray(points, dtype=float)

@@ -22,7 +22,7 @@ from sklearn.decomposition import PCA  # noqa: E402
 from embeddings.library import Library  # noqa: E402
 from flexibert.search.journal import SearchState  # noqa: E402
 from flexibert.search.layout import RunLayout  # noqa: E402
-from flexibert.search.objectives import ObjectiveSet  # noqa: E402
+from flexibert.search.objectives import front_members, objectives_of  # noqa: E402
 from flexibert.search.pareto import as_minimisation, pareto_mask  # noqa: E402
 from flexibert.utils.files import atomic_write  # noqa: E402
 
@@ -51,23 +51,6 @@ def history_rows(state: SearchState) -> list[dict]:
         rows.append({"index": index, "model_hash": model_hash, "score": c.score, "method": c.method, "round": c.round,
                      "neighbor": c.neighbor or "", "wall_s": c.wall_s if c.wall_s is not None else "", "attempts": len(c.attempts)})
     return rows
-
-
-def objectives_of(state: SearchState) -> ObjectiveSet:
-    return ObjectiveSet.from_record((state.config or {}).get("objectives"))
-
-
-def front_members(state: SearchState) -> set[str]:
-    """The finished models on the Pareto front: of the search's objectives, or of score against parameters for one objective."""
-    objectives = objectives_of(state)
-    if objectives.multi:
-        names, maximize = objectives.names, objectives.maximize
-        values = np.array(list(state.objective_values(names).values()), dtype=float).reshape(len(state.finished), len(names))
-    else:
-        maximize = [True, False]
-        values = np.array([[state.candidates[h].score, state.candidates[h].parameters or np.nan] for h in state.finished], dtype=float)
-    mask = pareto_mask(as_minimisation(values.reshape(len(state.finished), len(maximize)), maximize))
-    return {h for h, on_front in zip(state.finished, mask, strict=True) if on_front}
 
 
 def _extra_objectives(state: SearchState) -> list[str]:

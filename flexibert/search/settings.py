@@ -14,6 +14,7 @@ from pathlib import Path
 from flexibert.cluster import add_executor_arguments
 from flexibert.data.glue import GLUE_TASKS
 from flexibert.data.glue_metrics import DEFAULT_TASKS
+from flexibert.models.configuration_flexibert import FlexiBERTConfig
 from flexibert.search.layout import RunLayout
 from flexibert.search.objectives import CONSTRAINT_FLAGS, ObjectiveError, ObjectiveSet
 from flexibert.search.strategies import STRATEGIES
@@ -115,8 +116,9 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
 
 def _check_objectives(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Objectives that parse, caps that are positive, and a strategy that can optimise that many objectives."""
-    if args.flops_seq_length < 1:
-        parser.error("--flops_seq_length must be at least 1")
+    longest = FlexiBERTConfig().max_position_embeddings
+    if not 1 <= args.flops_seq_length <= longest:
+        parser.error(f"--flops_seq_length must be between 1 and {longest} (the models' position table)")
     for flag in CONSTRAINT_FLAGS:
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             parser.error(f"--{flag} must be positive")

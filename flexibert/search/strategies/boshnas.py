@@ -8,12 +8,13 @@ converged.
 
 With several objectives (``--objectives glue params``) each objective that only training tells gets
 its own surrogate; cheap ones (parameters, FLOPs) are known exactly for every model. An optimisation
-round draws random weights for the objectives and proposes the untried models that minimise the
-augmented Chebyshev scalarisation of their normalised optimistic values (ParEGO's recipe, with the
-surrogates' confidence bounds in place of a GP's expected improvement). The weights change every
-round, so the proposals spread along the whole front. Every untried library model is scored rather
-than running GOBI: a cheap objective has no gradient in the embedding space. Progress, for patience,
-means a model joined the front.
+round proposes the untried model whose optimistic values (the surrogates' confidence bounds, the
+cheap objectives exactly) would add the most hypervolume to the front of the models evaluated so
+far, with the reference point of flexibert/search/pareto.py (the scores' median, 1.05 x the largest
+cost): the same upper-confidence-bound idea as the single-objective search, measured in the units
+the front is judged by. When no model would add any, a random augmented Chebyshev scalarisation
+(ParEGO's) picks one. Every untried library model is scored rather than running GOBI, since a cheap
+objective has no gradient in the embedding space. Progress, for patience, means a model joined the front.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from flexibert.search.boshnas.gobi import acquisition, gobi, snap_to_library
 from flexibert.search.boshnas.surrogate import Surrogate
 from flexibert.search.layout import RunLayout
-from flexibert.search.pareto import as_minimisation, pareto_mask
+from flexibert.search.pareto import as_minimisation, hypervolume_improvements, pareto_mask, reference_point
 from flexibert.search.strategies.base import SearchContext, Strategy, random_available
 from flexibert.utils.cli import from_flags, setting
 
@@ -134,6 +135,20 @@ class Boshnas(Strategy):
         return last is not None and bool(set(front) - set(last))
 
     @staticmethod
+    def _inputs(context: SearchContext) -> np.ndarray:
+        """The surrogates' inputs: the embeddings, and with several objectives the cheap ones too (log, standardised).
+
+        A model's size says much about its score (larger models tend to score higher); with the sizes
+        known for every model, the surrogates need not learn them from a few scores.
+        """
+        cheap = [context.objectives.column(context.library, o) for o in context.objectives.objectives if o.cheap]
+        if not context.objectives.multi or not cheap:
+            return context.features
+        logs = np.log(np.maximum(np.stack(cheap, axis=1), 1e-12))
+        standardised = (logs - logs.mean(axis=0)) / np.maximum(logs.std(axis=0), 1e-12)
+        return np.concatenate([context.features, standardised.astype(np.float32)], axis=1)
+
+    @staticmethod
     def _targets(context: SearchContext) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """(objective position, library indices, scores with higher = better) of each objective a surrogate learns."""
         if not context.objectives.multi:
@@ -148,10 +163,10 @@ class Boshnas(Strategy):
             return
         if not self.surrogates:
             s = self.settings
-            self.surrogates = [self._surrogate_class(context.features.shape[1], seed=s.seed + 1000 * j, max_epochs=s.surrogate_epochs)
+            self.surrogates = [self._surrogate_class(self._inputs(context).shape[1], seed=s.seed + 1000 * j, max_epochs=s.surrogate_epochs)
                                for j, _, _ in targets]
         for surrogate, (j, indices, scores) in zip(self.surrogates, targets, strict=True):
-            surrogate.fit(context.features[indices], normalised_losses(scores))
+            surrogate.fit(self._inputs(context)[indices], normalised_losses(scores))
             if (path := self._checkpoint(round_index, j)) is not None:
                 surrogate.save(path)
         self.state.update(fitted_on=len(targets[0][2]), surrogate_objectives=[j for j, _, _ in targets],
@@ -180,28 +195,53 @@ class Boshnas(Strategy):
         return found[:count]
 
     def _optimize_front(self, context: SearchContext, count: int, rng: np.random.Generator) -> list[int]:
-        """The untried models with the best scalarised optimistic values, under this round's random weights."""
+        """The untried models whose optimistic values would add the most hypervolume to the front so far (one at a time,
+        each pick joining the front before the next); a random scalarisation when none would add any."""
         candidates = np.flatnonzero(context.available)
+        maximize = context.objectives.maximize
+        _, observed = context.scored_values()
         use_aleatoric = self.state["rounds_without_progress"] >= self.settings.patience
-        weights = rng.dirichlet(np.ones(len(context.objectives)))
-        surrogates = dict(zip(self.state["surrogate_objectives"], self.surrogates, strict=True))
-        normalised = np.stack([self._normalised(context, j, candidates, surrogates.get(j), use_aleatoric)
-                               for j in range(len(context.objectives))], axis=1)
-        weighted = normalised * weights
-        scalarised = weighted.max(axis=1) + CHEBYSHEV_RHO * weighted.sum(axis=1)
-        return [int(i) for i in candidates[np.argsort(scalarised, kind="stable")][:count]]
+        optimistic = np.stack([self._optimistic(context, j, candidates, observed[:, j], use_aleatoric)
+                               for j in range(len(maximize))], axis=1)
+        reference = reference_point([self._known(context, j, observed[:, j]) for j in range(len(maximize))], maximize)
+        front, points = as_minimisation(observed, maximize), as_minimisation(optimistic, maximize)
+        chosen: list[int] = []
+        for _ in range(min(count, len(candidates))):
+            gains = hypervolume_improvements(front, points, reference)
+            gains[chosen] = -np.inf
+            pick = int(np.argmax(gains)) if gains.max() > 0 else self._scalarised_pick(points, front, reference, chosen, rng)
+            chosen.append(pick)
+            front = np.vstack([front, points[pick][None]])  # the optimistic value stands in until the real one is known
+        return [int(candidates[i]) for i in chosen]
 
-    def _normalised(self, context: SearchContext, j: int, candidates: np.ndarray, surrogate: Surrogate | None,
+    def _optimistic(self, context: SearchContext, j: int, candidates: np.ndarray, observed: np.ndarray,
                     use_aleatoric: bool) -> np.ndarray:
-        """One objective on a common scale, 0 = best: the surrogate's optimistic loss (0 at the best score so far), or a
-        cheap objective exactly (0 at the library's best)."""
+        """Objective ``j`` of the candidates in its own units: exact when cheap, else the surrogate's confidence bound."""
         objective = context.objectives.objectives[j]
-        if surrogate is not None:
-            return (self._acquisition(context.features[candidates], use_aleatoric, surrogate) - 0.1) / 0.8
-        column = context.objectives.column(context.library, objective)
-        low, high = column.min(), column.max()
-        scaled = (column[candidates] - low) / max(high - low, 1e-12)
-        return 1.0 - scaled if objective.maximize else scaled
+        if objective.cheap:
+            return context.objectives.column(context.library, objective)[candidates]
+        surrogate = dict(zip(self.state["surrogate_objectives"], self.surrogates, strict=True))[j]
+        goodness = observed if objective.maximize else -observed
+        low, high = goodness.min(), goodness.max()
+        loss = self._acquisition(self._inputs(context)[candidates], use_aleatoric, surrogate)
+        optimistic = low + (0.9 - loss) / 0.8 * (high - low)  # normalised_losses inverted
+        return optimistic if objective.maximize else -optimistic
+
+    @staticmethod
+    def _known(context: SearchContext, j: int, observed: np.ndarray) -> np.ndarray:
+        """What is known of objective ``j``: every library model's value when cheap, else the evaluated models'."""
+        objective = context.objectives.objectives[j]
+        return context.objectives.column(context.library, objective) if objective.cheap else observed
+
+    @staticmethod
+    def _scalarised_pick(points: np.ndarray, front: np.ndarray, reference: np.ndarray, chosen: list[int],
+                         rng: np.random.Generator) -> int:
+        """Random weights, augmented Chebyshev on a scale from the best known value (0) to the reference (1)."""
+        ideal = np.minimum(points.min(axis=0), front.min(axis=0))
+        weighted = (points - ideal) / np.maximum(reference - ideal, 1e-12) * rng.dirichlet(np.ones(points.shape[1]))
+        scalarised = weighted.max(axis=1) + CHEBYSHEV_RHO * weighted.sum(axis=1)
+        scalarised[chosen] = np.inf
+        return int(np.argmin(scalarised))
 
     def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
         threads = torch.get_num_threads()
@@ -222,7 +262,7 @@ class Boshnas(Strategy):
                       else self._optimize(context, count, rng, round_index))
         elif draw < 1 - s.prob_random and self.surrogates:
             candidates = np.flatnonzero(context.available)
-            epistemic = self.surrogate.predict(context.features[candidates])[1]
+            epistemic = self.surrogate.predict(self._inputs(context)[candidates])[1]
             method, chosen = "uncertainty", [int(i) for i in candidates[np.argsort(-epistemic, kind="stable")][:count]]
         else:
             method, chosen = "random", random_available(context, count, rng)

@@ -1,0 +1,160 @@
+"""Multi-objective search on NAS-Bench-BERT: GLUE against total parameters, and best GLUE under a size cap.
+
+    python benchmarks/multi_objective.py                          # 4 strategies x 10 seeds (~25 min on 2 cores)
+    python benchmarks/multi_objective.py --seeds 1 2 --strategies boshnas random
+
+Part 1 (the front): every strategy searches ``--objectives glue params`` with the inline executor and
+scores looked up in the benchmark; each run is measured by the hypervolume of its evaluated models
+as a share of the true front's (all 491 architectures are known), with the reference point at the
+benchmark's median GLUE and 1.05 x its largest parameter count. Optuna's samplers (multi-objective
+TPE, NSGA-II) use their defaults on the model dict's choices.
+
+Part 2 (a cap): every strategy searches GLUE alone with ``--max_encoder_params`` at BERT-Mini's
+encoder size; the table gives how far the best model found within 20 evaluations is from the best
+model under the cap. Writes <output_dir>/multi_objective.md and .png, and lists the benchmark's
+models that are smaller than BERT-Mini and score higher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from search_efficiency import NASBENCH, REPO, nasbench_files  # noqa: E402
+
+from embeddings.library import Library  # noqa: E402
+from flexibert.models.costs import parameter_count  # noqa: E402
+from flexibert.search.comparison import hypervolume_fraction_curve, known_values, mean_and_spread  # noqa: E402
+from flexibert.search.controller import run_search  # noqa: E402
+from flexibert.search.objectives import ObjectiveSet, ParameterCount, Score  # noqa: E402
+from flexibert.search.pareto import as_minimisation, pareto_mask  # noqa: E402
+from flexibert.search.settings import parse_args as search_args  # noqa: E402
+
+BUDGETS = (10, 20, 30, 50)
+BERT_MINI = {"l": 4, "o": ["sa"] * 4, "p": ["sdp"] * 4, "h": [256] * 4, "n": [4] * 4, "f": [[1024]] * 4}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nasbench_file", type=Path, default=NASBENCH, help="NAS-Bench-BERT's GLUE scores")
+    parser.add_argument("--strategies", nargs="+", default=["boshnas", "tpe", "nsga2", "random"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(1, 11)))
+    parser.add_argument("--budget", type=int, default=50)
+    parser.add_argument("--cap_budget", type=int, default=20, help="evaluations of the capped single-objective search")
+    parser.add_argument("--num_init", type=int, default=5)
+    parser.add_argument("--output_dir", type=Path, default=REPO / "runs" / "multi_objective")
+    return parser.parse_args(argv)
+
+
+def search(library: Path, bench: Path, run_dir: Path, flags: list[str]) -> dict[str, list[float]]:
+    """One inline search (resumed if its folder exists); every finished model's objective values in completion order."""
+    argv = ["--dataset_file", str(library), "--benchmark_file", str(bench), "--executor", "inline", "--run_dir", str(run_dir), *flags]
+    args = search_args(argv)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "controller.log", "a") as log, contextlib.redirect_stdout(log):
+        state = run_search(args)
+    return state.objective_values(ObjectiveSet.from_args(args).names)
+
+
+def front_table(curves: dict[str, np.ndarray], budget: int) -> str:
+    budgets = [b for b in BUDGETS if b <= budget]
+    lines = ["| strategy | " + " | ".join(f"hypervolume share @{b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    for strategy, runs in curves.items():
+        lines.append(f"| {strategy} ({len(runs)} seeds) | " + " | ".join(mean_and_spread(runs[:, b - 1], 3) for b in budgets) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cap_table(gaps: dict[str, list[float]], best_under_cap: float, cap: int, budget: int) -> str:
+    lines = [f"Best GLUE under the cap (encoder parameters <= {cap:,}, BERT-Mini's encoder): {best_under_cap:.2f}", "",
+             f"| strategy | best found within {budget} (mean ± std) | gap to the best under the cap | seeds within 0.3 |",
+             "|---|---|---|---|"]
+    for strategy, found in gaps.items():
+        values = np.array(found)
+        lines.append(f"| {strategy} | {mean_and_spread(values)} | {best_under_cap - values.mean():.2f} | "
+                     f"{int(np.sum(best_under_cap - values <= 0.3))}/{len(values)} |")
+    return "\n".join(lines) + "\n"
+
+
+def smaller_and_better(library: Library, every: np.ndarray) -> str:
+    """The benchmark's models with fewer total parameters than BERT-Mini and a higher GLUE, if BERT-Mini is in it."""
+    mini_params = parameter_count(BERT_MINI)
+    glue, params = every[:, 0], every[:, 1]
+    if BERT_MINI not in library.model_dicts:
+        return f"BERT-Mini ({mini_params:,} parameters) is not among the benchmark's architectures.\n"
+    mini_glue = glue[library.model_dicts.index(BERT_MINI)]
+    better = np.flatnonzero((params < mini_params) & (glue > mini_glue))
+    lines = [f"BERT-Mini in the benchmark: GLUE {mini_glue:.2f}, {mini_params:,} parameters. Smaller and better:"]
+    lines += [f"- GLUE {glue[i]:.2f}, {params[i]:,.0f} parameters ({1 - params[i] / mini_params:.1%} fewer): "
+              f"`{library.model_dicts[i]}`" for i in better[np.argsort(-glue[better])][:5]]
+    return "\n".join(lines if len(better) else lines[:1] + ["- none"]) + "\n"
+
+
+def plot(path: Path, curves: dict[str, np.ndarray], every: np.ndarray, example: np.ndarray, budget: int) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    steps = np.arange(1, budget + 1)
+    for strategy, runs in curves.items():
+        left.plot(steps, np.nanmean(runs, axis=0), label=f"{strategy} ({len(runs)} seeds)")
+    left.set(xlabel="evaluated models", ylabel="hypervolume / true front's (mean)", title="GLUE x parameters on NAS-Bench-BERT")
+    left.legend(fontsize=8)
+    front = pareto_mask(as_minimisation(every, [True, False]))
+    right.scatter(every[:, 1], every[:, 0], s=4, c="lightgrey", label=f"all {len(every)} architectures")
+    order = np.argsort(every[front, 1])
+    right.step(every[front, 1][order], every[front, 0][order], where="post", color="k", label="true front")
+    right.scatter(example[:, 1], example[:, 0], s=16, c="C0", label=f"boshnas, seed 1: {len(example)} evaluated")
+    right.set(xlabel="parameters", ylabel="GLUE", title="the front, and what one search evaluated")
+    right.legend(fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    library_path, bench = nasbench_files(args)
+    library = Library.load(library_path)
+    objectives = ObjectiveSet([Score("glue", True), ParameterCount("params", False, "total")])
+    every = known_values(objectives, library, str(bench), "glue")
+    common = ["--budget", str(args.budget), "--num_init", str(args.num_init), "--objectives", "glue", "params"]
+    curves, examples = {}, {}
+    for strategy in args.strategies:
+        runs = []
+        for seed in args.seeds:
+            found = search(library_path, bench, args.output_dir / f"front_{strategy}_seed{seed}",
+                           [*common, "--strategy", strategy, "--seed", str(seed)])
+            values = np.array(list(found.values()), dtype=float).reshape(-1, 2)
+            runs.append(hypervolume_fraction_curve(values, every, [True, False], args.budget))
+            examples.setdefault(strategy, values)
+        curves[strategy] = np.stack(runs)
+        print(f"{strategy}: hypervolume share after {args.budget}: {np.nanmean(curves[strategy][:, -1]):.3f}", flush=True)
+
+    cap = parameter_count(BERT_MINI, "encoder")
+    encoder = ParameterCount("encoder_params", False, "encoder")
+    allowed = ObjectiveSet([encoder]).column(library, encoder) <= cap
+    best_under_cap = float(np.nanmax(every[allowed, 0]))
+    gaps = {}
+    for strategy in args.strategies:
+        gaps[strategy] = [max(v[0] for v in search(library_path, bench, args.output_dir / f"cap_{strategy}_seed{seed}", [
+            "--budget", str(args.cap_budget), "--num_init", str(args.num_init), "--max_encoder_params", str(cap),
+            "--strategy", strategy, "--seed", str(seed)]).values()) for seed in args.seeds]
+
+    text = (f"## GLUE x total parameters: hypervolume share of the true front ({len(args.seeds)} seeds, --num_init {args.num_init})\n\n"
+            + front_table(curves, args.budget) + f"\n## Best GLUE under a size cap ({args.cap_budget} evaluations)\n\n"
+            + cap_table(gaps, best_under_cap, cap, args.cap_budget) + "\n## Smaller and better than BERT-Mini\n\n"
+            + smaller_and_better(library, every))
+    (args.output_dir / "multi_objective.md").write_text(text)
+    plot(args.output_dir / "multi_objective.png", curves, every, examples.get("boshnas", next(iter(examples.values()))), args.budget)
+    print(text + f"\nplot: {args.output_dir / 'multi_objective.png'}")
+    return text
+
+
+if __name__ == "__main__":
+    main()

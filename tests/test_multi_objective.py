@@ -1,0 +1,175 @@
+"""Multi-objective search on NAS-Bench-BERT lookups: objectives, caps, the front in the reports, resume, and bad requests.
+
+Every search is real (inline executor, scores looked up), so a 20-evaluation run takes seconds.
+Skipped when ../shared/data is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embeddings.library import Library
+from flexibert import compare_strategies, run_boshnas
+from flexibert.models.configuration_flexibert import FlexiBERTConfig
+from flexibert.models.costs import parameter_count
+from flexibert.models.modeling_flexibert import FlexiBERTModel
+from flexibert.search.benchmarks import benchmark_index
+from flexibert.search.comparison import hypervolume_fraction_curve, hypervolume_reference, known_values
+from flexibert.search.controller import SearchError
+from flexibert.search.hierarchy import next_level_library
+from flexibert.search.hierarchy import parse_args as hierarchy_args
+from flexibert.search.objectives import ObjectiveError, ObjectiveSet, front_members, parse_objective
+from flexibert.search.pareto import as_minimisation, hypervolume, pareto_mask
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+BERT_MINI = {"l": 4, "o": ["sa"] * 4, "p": ["sdp"] * 4, "h": [256] * 4, "n": [4] * 4, "f": [[1024]] * 4}
+
+
+def search(nasbench: dict, run_dir: Path, *flags: str):
+    with contextlib.redirect_stdout(io.StringIO()) as console:
+        state = run_boshnas.main(["--dataset_file", str(nasbench["library"]), "--benchmark_file", str(nasbench["file"]), "--executor",
+                                  "inline", "--run_dir", str(run_dir), "--num_init", "5", *flags])
+    state.console = console.getvalue()
+    return state
+
+
+def values_of(state, names: list[str]) -> np.ndarray:
+    return np.array(list(state.objective_values(names).values()), dtype=float).reshape(-1, len(names))
+
+
+def test_cheap_objectives_agree_with_built_models_and_benchmark_columns_are_read(nasbench):
+    library = Library.load(nasbench["library"])
+    objectives = ObjectiveSet([parse_objective("params"), parse_objective("encoder_params"), parse_objective("time_to_train")])
+    for index in (0, 123, 490):
+        model = FlexiBERTModel(FlexiBERTConfig.from_model_dict(library.model_dicts[index]))
+        encoder = sum(p.numel() for n, p in model.named_parameters() if n.startswith("encoder."))
+        assert objectives.column(library, objectives.objectives[0])[index] == sum(p.numel() for p in model.parameters())
+        assert objectives.column(library, objectives.objectives[1])[index] == encoder
+    assert [o.maximize for o in objectives.objectives] == [False, False, False]  # costs are minimised
+    assert parse_objective("rte").maximize and parse_objective("time_to_train:max").maximize
+    every = known_values(objectives, library, str(nasbench["file"]), "glue")
+    columns = benchmark_index(nasbench["file"])[0]
+    assert every[7, 2] == columns[library.hashes[7]]["time_to_train"]
+    assert np.isnan(objectives.library_values(library)[:, 2]).all()  # only a benchmark lookup or training tells
+
+
+@pytest.mark.parametrize("strategy", ["boshnas", "tpe", "random"])
+def test_a_cap_is_never_broken_by_any_proposal(nasbench, tmp_path, strategy):
+    cap = parameter_count(BERT_MINI, "encoder")
+    state = search(nasbench, tmp_path / strategy, "--strategy", strategy, "--budget", "12", "--max_encoder_params", str(cap),
+                   "--surrogate_epochs", "40")
+    library = Library.load(nasbench["library"])
+    proposed = [library.model_dict(h) for h in state.candidates]
+    assert len(proposed) == 12 and max(parameter_count(d, "encoder") for d in proposed) <= cap
+    assert "library models respect encoder_params <=" in state.console
+
+
+def test_a_front_search_reports_its_front_and_measures_its_hypervolume(nasbench, tmp_path):
+    state = search(nasbench, tmp_path / "front", "--strategy", "boshnas", "--budget", "14", "--objectives", "glue", "params",
+                   "--surrogate_epochs", "40")
+    found = values_of(state, ["glue", "params"])
+    assert len(found) == 14 and not np.isnan(found).any()
+    with open(tmp_path / "front" / "leaderboard.csv", newline="") as handle:
+        board = list(csv.DictReader(handle))
+    marked = {row["model_hash"] for row in board if row["pareto"] == "yes"}
+    front = pareto_mask(as_minimisation(found, [True, False]))
+    assert marked == {h for h, on in zip(state.finished, front, strict=True) if on} and 0 < len(marked) < 14
+    assert (tmp_path / "front" / "report" / "pareto.png").stat().st_size > 10_000
+    assert "Pareto" in (tmp_path / "front" / "leaderboard.md").read_text()
+    every = known_values(ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params")),
+                         Library.load(nasbench["library"]), str(nasbench["file"]), "glue")
+    curve = hypervolume_fraction_curve(found, every, [True, False], 20)
+    assert np.all(np.diff(curve[:14]) >= 0) and 0 < curve[13] <= 1 and np.isnan(curve[14:]).all()
+    reference = hypervolume_reference(every, [True, False])
+    assert reference[0] == -np.median(every[:, 0]) and reference[1] == pytest.approx(1.05 * every[:, 1].max())
+    assert curve[13] == pytest.approx(hypervolume(as_minimisation(found, [True, False]), reference)
+                                      / hypervolume(as_minimisation(every, [True, False]), reference))
+
+
+def run_boshnas_args(nasbench: dict, *flags: str):
+    from flexibert.search.settings import parse_args
+
+    return parse_args(["--dataset_file", str(nasbench["library"]), *flags])
+
+
+@pytest.mark.parametrize("strategy", ["boshnas", "tpe", "nsga2"])
+def test_a_resumed_front_search_proposes_what_an_uninterrupted_one_would(nasbench, tmp_path, strategy):
+    flags = ("--strategy", strategy, "--seed", "3", "--surrogate_epochs", "40", "--objectives", "glue", "params")
+    straight = search(nasbench, tmp_path / "straight", *flags, "--budget", "14")
+    search(nasbench, tmp_path / "resumed", *flags, "--budget", "8")
+    resumed = search(nasbench, tmp_path / "resumed", *flags, "--budget", "14")
+    assert resumed.finished == straight.finished
+    assert values_of(resumed, ["glue", "params"]).tolist() == values_of(straight, ["glue", "params"]).tolist()
+
+
+def test_boshnas_on_the_front_beats_random_search(nasbench, tmp_path):
+    every = known_values(ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params")),
+                         Library.load(nasbench["library"]), str(nasbench["file"]), "glue")
+    shares = {}
+    for strategy in ("boshnas", "random"):
+        shares[strategy] = np.mean([hypervolume_fraction_curve(values_of(search(
+            nasbench, tmp_path / f"{strategy}{seed}", "--strategy", strategy, "--seed", str(seed), "--budget", "20",
+            "--objectives", "glue", "params", "--surrogate_epochs", "60"), ["glue", "params"]), every, [True, False], 20)[-1]
+            for seed in (1, 2, 3)])
+    assert shares["boshnas"] > shares["random"], shares
+
+
+def test_bad_objectives_and_caps_are_refused_at_the_start(nasbench, tmp_path):
+    with pytest.raises(SearchError, match="no such column.*time_to_train"):
+        search(nasbench, tmp_path / "a", "--objectives", "glue", "latency_on_my_phone", "--strategy", "random")
+    with pytest.raises(SearchError, match="no model .* respects"):
+        search(nasbench, tmp_path / "b", "--max_params", "1000")
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+        search(nasbench, tmp_path / "c", "--objectives", "glue", "params", "--strategy", "gp")
+    assert "--strategy gp optimises one objective" in err.getvalue() and "boshnas" in err.getvalue()
+    with pytest.raises(ObjectiveError, match="always minimised"):
+        parse_objective("params:max")
+    with pytest.raises(ObjectiveError, match="twice"):
+        ObjectiveSet([parse_objective("glue"), parse_objective("score")])
+    search(nasbench, tmp_path / "d", "--strategy", "random", "--budget", "6")
+    with pytest.raises(Exception, match="other settings.*objectives"):
+        search(nasbench, tmp_path / "d", "--strategy", "random", "--budget", "6", "--objectives", "glue", "params")
+
+
+def test_compare_strategies_tables_hypervolume_for_several_objectives(nasbench, tmp_path):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        compare_strategies.main(["--dataset_file", str(nasbench["library"]), "--benchmark_file", str(nasbench["file"]),
+                                 "--strategies", "random", "tpe", "--seeds", "1", "2", "--budget", "8", "--output_dir",
+                                 str(tmp_path), "--num_init", "4", "--objectives", "glue", "params"])
+    table = (tmp_path / "comparison.md").read_text()
+    assert "hv@8" in table and "| tpe | 2 |" in table
+    shares = [float(row["hv@8"].split(" ± ")[0]) for row in csv.DictReader(open(tmp_path / "comparison.csv"))]
+    assert all(0 < share <= 1 for share in shares)
+
+
+def test_journal_records_every_objective_of_each_finished_model(nasbench, tmp_path):
+    search(nasbench, tmp_path / "run", "--strategy", "random", "--budget", "6", "--objectives", "glue", "flops", "time_to_train")
+    finishes = [json.loads(line) for line in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()
+                if json.loads(line)["event"] == "finish"]
+    assert len(finishes) == 6 and all(set(e["objectives"]) == {"glue", "flops", "time_to_train"} for e in finishes)
+    assert all(e["objectives"]["glue"] == e["score"] and e["objectives"]["flops"] > 0 for e in finishes)
+
+
+def test_the_hierarchical_step_refines_around_the_front(nasbench, tmp_path):
+    state = search(nasbench, tmp_path / "front", "--strategy", "random", "--budget", "10", "--objectives", "glue", "params")
+    front = front_members(state)
+    with contextlib.redirect_stdout(io.StringIO()) as console:
+        new, _ = next_level_library(hierarchy_args([
+            "--old_dataset_file", str(nasbench["library"]), "--new_dataset_file", str(tmp_path / "level2.json"),
+            "--run_dir", str(tmp_path / "front"), "--around", "front", "--top_models", "3", "--old_layers_per_stack", "1",
+            "--new_layers_per_stack", "1", "--neighbors_per_model", "1", "--max_candidates_per_pair", "20",
+            "--num_neighbors", "5"]))
+    top = new.metadata["top_models"]
+    scores = state.scores()
+    assert set(top) <= front and len(top) == min(3, len(front))
+    assert top == sorted(front, key=lambda h: -scores[h])[: len(top)]  # the best-scoring members of the front
+    assert f"the front of {tmp_path / 'front'} has {len(front)} model(s)" in console.getvalue()
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+        hierarchy_args(["--old_dataset_file", str(nasbench["library"]), "--around", "front"])
