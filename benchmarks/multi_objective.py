@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from pathlib import Path
 
@@ -84,18 +85,32 @@ def cap_table(gaps: dict[str, list[float]], best_under_cap: float, cap: int, bud
     return "\n".join(lines) + "\n"
 
 
+def homogeneous(model_dict: dict) -> bool:
+    """Every layer the same (the BERT-like models of the space)."""
+    return all(len({json.dumps(v) for v in model_dict[key]}) == 1 for key in ("o", "p", "h", "n", "f"))
+
+
 def smaller_and_better(library: Library, every: np.ndarray) -> str:
-    """The benchmark's models with fewer total parameters than BERT-Mini and a higher GLUE, if BERT-Mini is in it."""
-    mini_params = parameter_count(BERT_MINI)
+    """The benchmark's models with fewer parameters than BERT-Mini and a higher GLUE; without BERT-Mini in the benchmark,
+    than its best homogeneous model (every layer the same)."""
     glue, params = every[:, 0], every[:, 1]
-    if BERT_MINI not in library.model_dicts:
-        return f"BERT-Mini ({mini_params:,} parameters) is not among the benchmark's architectures.\n"
-    mini_glue = glue[library.model_dicts.index(BERT_MINI)]
-    better = np.flatnonzero((params < mini_params) & (glue > mini_glue))
-    lines = [f"BERT-Mini in the benchmark: GLUE {mini_glue:.2f}, {mini_params:,} parameters. Smaller and better:"]
-    lines += [f"- GLUE {glue[i]:.2f}, {params[i]:,.0f} parameters ({1 - params[i] / mini_params:.1%} fewer): "
+    if BERT_MINI in library.model_dicts:
+        reference, name = library.model_dicts.index(BERT_MINI), "BERT-Mini"
+    else:
+        same = [i for i, d in enumerate(library.model_dicts) if homogeneous(d)]
+        reference = max(same, key=lambda i: glue[i])
+        name = (f"BERT-Mini ({parameter_count(BERT_MINI):,} parameters) is not among the benchmark's architectures; its best "
+                f"homogeneous model (of {len(same)}) is `{library.model_dicts[reference]}`")
+    better = np.flatnonzero((params < params[reference]) & (glue > glue[reference]))
+    lines = [f"{name}: GLUE {glue[reference]:.2f}, {params[reference]:,.0f} parameters. {len(better)} models are smaller and "
+             "score higher; the best five:"]
+    lines += [f"- GLUE {glue[i]:.2f}, {params[i]:,.0f} parameters ({params[reference] / params[i]:.2f}x smaller): "
               f"`{library.model_dicts[i]}`" for i in better[np.argsort(-glue[better])][:5]]
-    return "\n".join(lines if len(better) else lines[:1] + ["- none"]) + "\n"
+    if len(better):
+        smallest = better[np.argmin(params[better])]
+        lines.append(f"- the smallest that scores higher: GLUE {glue[smallest]:.2f} at {params[smallest]:,.0f} parameters "
+                     f"({params[reference] / params[smallest]:.2f}x smaller): `{library.model_dicts[smallest]}`")
+    return "\n".join(lines) + "\n"
 
 
 def plot(path: Path, curves: dict[str, np.ndarray], every: np.ndarray, example: np.ndarray, budget: int) -> None:

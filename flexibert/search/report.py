@@ -174,9 +174,11 @@ def write_front_plot(path: Path, state: SearchState, library: Library) -> Path:
     ax.scatter(values[~front, 1], values[~front, 0], s=16, alpha=0.6, label="evaluated")
     order = np.argsort(values[front, 1] * (-1 if x_objective.maximize else 1), kind="stable")
     on_front = values[front][order]
-    ax.step(on_front[:, 1], on_front[:, 0], where="post", color="C3", marker="o", label=f"Pareto front ({front.sum()})")
-    for (y, x), model_hash in zip(on_front, np.array(state.finished)[front][order], strict=True):
-        ax.annotate(model_hash[:8], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    # With more objectives the front's members need not form a staircase in these two: points only.
+    ax.plot(on_front[:, 1], on_front[:, 0], color="C3", marker="o", label=f"Pareto front ({front.sum()})",
+            linestyle="-" if len(names) == 2 else "none", drawstyle="steps-post")
+    for row, model_hash in zip(on_front, np.array(state.finished)[front][order], strict=True):
+        ax.annotate(model_hash[:8], (row[1], row[0]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     arrow = {True: "higher is better", False: "lower is better"}
     ax.set(xlabel=f"{x_objective.name} ({arrow[x_objective.maximize]})", ylabel=f"{y_objective.name} ({arrow[y_objective.maximize]})",
            title=f"{state.config.get('strategy', '')} search: {len(state.finished)} evaluated"
