@@ -172,3 +172,19 @@ def test_the_hierarchical_step_refines_around_the_front(nasbench, tmp_path):
     assert f"the front of {tmp_path / 'front'} has {len(front)} model(s)" in console.getvalue()
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
         hierarchy_args(["--old_dataset_file", str(nasbench["library"]), "--around", "front"])
+
+
+def test_latency_is_measured_once_per_model_by_its_job_and_journaled(nasbench, tmp_path):
+    search(nasbench, tmp_path / "run", "--strategy", "tpe", "--budget", "5", "--objectives", "glue", "latency",
+           "--latency_seq_length", "32", "--latency_repeats", "5")
+    assert json.loads((tmp_path / "run" / "job_config.json").read_text())["latency"] == {"batch_size": 1, "seq_length": 32,
+                                                                                          "repeats": 5}
+    finishes = [json.loads(line) for line in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()
+                if json.loads(line)["event"] == "finish"]
+    for event in finishes:
+        measured = json.loads((tmp_path / "run" / "models" / event["model_hash"] / "results.json").read_text())["latency"]
+        assert event["objectives"]["latency"] == measured["median_ms"] > 0 and measured["iqr_ms"] >= 0
+        assert measured["device"] == "cpu" and measured["seq_length"] == 32 and measured["repeats"] == 5
+    with pytest.raises(SystemExit, match="other settings.*objectives"):  # other latency settings are another search
+        search(nasbench, tmp_path / "run", "--strategy", "tpe", "--budget", "5", "--objectives", "glue", "latency",
+               "--latency_seq_length", "64", "--latency_repeats", "5")

@@ -19,6 +19,7 @@ import torch
 from embeddings.library import load_shared
 from flexibert.cluster.base import JobRequest
 from flexibert.models.configuration_flexibert import FlexiBERTConfig
+from flexibert.models.latency import measure_latency
 from flexibert.models.modeling_flexibert import FlexiBERTModel
 from flexibert.search.benchmarks import BenchmarkError, benchmark_columns, benchmark_score
 from flexibert.search.layout import SCORE_FIELD, ModelLayout, RunLayout
@@ -88,6 +89,15 @@ def _trained_results(model: ModelLayout) -> dict:
             "finetune_wall_time_s": glue["wall_time_s"]}
 
 
+def job_latency(model: ModelLayout, model_dict: dict, settings: dict) -> dict:
+    """The latency objective, measured on this job's device: the trained model, or (benchmark scores) a fresh one."""
+    if (model.pretrained / "config.json").is_file():
+        network = FlexiBERTModel.from_pretrained(model.pretrained)
+    else:
+        network = FlexiBERTModel(FlexiBERTConfig.from_model_dict(model_dict))
+    return measure_latency(network, settings["batch_size"], settings["seq_length"], settings["repeats"])
+
+
 def collect(run: RunLayout, model_hash: str, neighbor: str | None, config: dict, started: float) -> dict:
     """Write results.json from the stages' result files (or the benchmark), last, atomically."""
     model_dict = load_shared(config["library"]).model_dict(model_hash)
@@ -103,6 +113,8 @@ def collect(run: RunLayout, model_hash: str, neighbor: str | None, config: dict,
                         "benchmark": benchmark_columns(config["benchmark_file"], model_hash)})
     else:
         results.update(_trained_results(model))
+    if config.get("latency"):
+        results["latency"] = job_latency(model, model_dict, config["latency"])
     results["wall_time_s"] = round(time.time() - started, 3)
     write_json_atomic(model.results, results)
     return results

@@ -9,7 +9,9 @@ count. Each objective is one small class here:
   job's results.json; task scores are maximised, other columns minimised (``time_to_train:max``
   turns that round);
 - ``params``, ``encoder_params``, ``flops`` (per token at ``--flops_seq_length``): cheap, computed
-  from the model dict without training, so they are known for every library model before it is tried.
+  from the model dict without training, so they are known for every library model before it is tried;
+- ``latency``: milliseconds per forward pass, measured once by each model's job on the device it runs
+  on (``--latency_batch_size``, ``--latency_seq_length``), minimised.
 
 Every objective's value of an evaluated model is recorded in the journal's finish event, so reports
 and resumed searches never recompute a trained model's numbers. Constraints (``--max_params``,
@@ -115,6 +117,14 @@ class Flops(Objective):
         return self.of_model(results["model_dict"]) if "model_dict" in results else None
 
 
+@dataclass(frozen=True)
+class Latency(Objective):
+    """Milliseconds per forward pass, measured by each job on its own device (flexibert/models/latency.py)."""
+
+    def of_results(self, results: dict) -> float | None:
+        return _finite((results.get("latency") or {}).get("median_ms"))
+
+
 def parse_objective(spec: str, flops_seq_length: int = 128) -> Objective:
     """``glue``, ``params``, ``encoder_params``, ``flops``, a GLUE task or a benchmark column; ``NAME:max``/``:min`` sets a direction."""
     name, _, direction = spec.partition(":")
@@ -126,11 +136,13 @@ def parse_objective(spec: str, flops_seq_length: int = 128) -> Objective:
         objective = ParameterCount(name, False, "total" if name == "params" else "encoder")
     elif name == "flops":
         objective = Flops(name, False, flops_seq_length)
+    elif name == "latency":
+        objective = Latency(name, False)
     elif name:
         objective = Measured(name, name in GLUE_TASKS)
     else:
         raise ObjectiveError("an objective needs a name, e.g. --objectives glue params")
-    if direction and isinstance(objective, Measured):
+    if direction and type(objective) is Measured:
         return Measured(name, DIRECTIONS[direction])
     if direction and DIRECTIONS[direction] != objective.maximize:
         raise ObjectiveError(f"objective {spec!r}: {name} is always {'maximised' if objective.maximize else 'minimised'}")

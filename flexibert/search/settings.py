@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
                             "of --benchmark_file (e.g. time_to_train); NAME:max / NAME:min sets a column's direction. "
                             "Several objectives search for their Pareto front (strategies boshnas, motpe, nsga2, random)")
     goals.add_argument("--flops_seq_length", type=int, default=128, help="sequence length at which flops (per token) are counted")
+    goals.add_argument("--latency_batch_size", type=int, default=1, help="batch size at which each job measures the latency objective")
+    goals.add_argument("--latency_seq_length", type=int, default=128, help="sequence length of the latency measurement")
+    goals.add_argument("--latency_repeats", type=int, default=20, help="timed forward passes per latency measurement (median reported)")
     goals.add_argument("--max_params", type=float, help="never propose a model with more parameters (embeddings and encoder)")
     goals.add_argument("--max_encoder_params", type=float, help="never propose a model with more encoder parameters")
     goals.add_argument("--max_flops", type=float, help="never propose a model with more FLOPs per token at --flops_seq_length")
@@ -117,8 +120,12 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
 def _check_objectives(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Objectives that parse, caps that are positive, and a strategy that can optimise that many objectives."""
     longest = FlexiBERTConfig().max_position_embeddings
-    if not 1 <= args.flops_seq_length <= longest:
-        parser.error(f"--flops_seq_length must be between 1 and {longest} (the models' position table)")
+    for flag in ("flops_seq_length", "latency_seq_length"):
+        if not 1 <= getattr(args, flag) <= longest:
+            parser.error(f"--{flag} must be between 1 and {longest} (the models' position table)")
+    for flag in ("latency_batch_size", "latency_repeats"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1")
     for flag in CONSTRAINT_FLAGS:
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             parser.error(f"--{flag} must be positive")
@@ -173,7 +180,7 @@ def objectives_record(args: argparse.Namespace) -> dict | None:
     objectives = ObjectiveSet.from_args(args)
     if objectives.names == ["glue"] and not objectives.constraints:
         return None
-    return objectives.record()
+    return {**objectives.record(), **({"latency": latency_settings(args)} if latency_settings(args) else {})}
 
 
 def job_config(args: argparse.Namespace) -> dict:
@@ -183,7 +190,16 @@ def job_config(args: argparse.Namespace) -> dict:
         "benchmark_file": _absolute(args.benchmark_file), "benchmark_metric": args.benchmark_metric,
         "pretrain_steps": args.pretrain_steps, "transfer_pretrain_steps": args.transfer_pretrain_steps,
         "transfer_mode": args.transfer_mode, "pretrain_args": job_pretrain_args(args), "finetune_args": job_finetune_args(args),
+        # Only when measured: the job settings of runs journaled before latency existed must still match on a resume.
+        **({"latency": latency_settings(args)} if latency_settings(args) else {}),
     }
+
+
+def latency_settings(args: argparse.Namespace) -> dict | None:
+    """How each job measures latency, when it is an objective (None: jobs do not measure it)."""
+    if not any(spec.partition(":")[0] == "latency" for spec in args.objectives):
+        return None
+    return {"batch_size": args.latency_batch_size, "seq_length": args.latency_seq_length, "repeats": args.latency_repeats}
 
 
 def fixed_settings() -> tuple[str, ...]:
