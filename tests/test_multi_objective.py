@@ -188,3 +188,17 @@ def test_latency_is_measured_once_per_model_by_its_job_and_journaled(nasbench, t
     with pytest.raises(SystemExit, match="other settings.*objectives"):  # other latency settings are another search
         search(nasbench, tmp_path / "run", "--strategy", "tpe", "--budget", "5", "--objectives", "glue", "latency",
                "--latency_seq_length", "64", "--latency_repeats", "5")
+
+
+@pytest.mark.parametrize("strategy", ["boshnas", "gp", "tpe"])
+def test_a_search_that_exhausts_the_models_under_a_cap_ends_normally_and_resumes(nasbench, tmp_path, strategy):
+    library = Library.load(nasbench["library"])
+    sizes = np.sort([parameter_count(d) for d in library.model_dicts])
+    cap = sizes[7]  # eight models respect it (the sizes are distinct there)
+    assert sizes[8] > cap
+    flags = ("--strategy", strategy, "--budget", "12", "--max_params", str(cap), "--surrogate_epochs", "30")
+    state = search(nasbench, tmp_path / "run", *flags)
+    assert state.stopped == "library exhausted" and len(state.finished) == 8
+    assert (tmp_path / "run" / "leaderboard.md").is_file() and (tmp_path / "run" / "report" / "best_score.png").is_file()
+    again = search(nasbench, tmp_path / "run", *flags)
+    assert again.stopped == "library exhausted" and again.finished == state.finished

@@ -133,6 +133,8 @@ class Controller:
         if not self.objectives.multi:  # one objective: what a strategy maximises, whichever it is
             scores = {h: v[0] if self.objectives.maximize[0] else -v[0] for h, v in values.items()}
         context = SearchContext(self.library, scores, set(self.state.candidates), self.objectives, values)
+        if not context.available.any():  # every allowed model was proposed: a normal end, not a strategy's problem
+            return False
         init_left = self.args.num_init - len(self.state.candidates)
         if init_left > 0 or not context.scores:  # more random models while none has a score (e.g. all failed)
             proposals = [(i, "init") for i in random_available(context, min(count, max(init_left, 1)), rng)]
