@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 
 from flexibert.cluster.base import ExecutorError
-from flexibert.search.controller import run_search
+from flexibert.search.controller import failure_summary, run_search
 from flexibert.search.journal import RunDirError, SearchState
 from flexibert.search.settings import SearchError, parse_args
 
@@ -31,9 +31,12 @@ from flexibert.search.settings import SearchError, parse_args
 def main(argv: list[str] | None = None) -> SearchState:
     args = parse_args(argv, description=__doc__)
     try:
-        return run_search(args)
+        state = run_search(args)
     except (SearchError, RunDirError, ExecutorError) as err:
         sys.exit(f"error: {err}")
+    if (failure := failure_summary(state)) is not None:
+        sys.exit(f"error: {failure}")
+    return state
 
 
 if __name__ == "__main__":

@@ -345,3 +345,27 @@ def test_ctrl_c_stops_cleanly_and_the_search_resumes(search_files, tmp_path):
     assert final.returncode == 0, final.stderr[-2000:]
     state = SearchState.replay(Journal(run_dir).read())
     assert len(state.finished) == 3 and state.stopped == "budget" and not state.failed()
+
+
+def test_a_search_in_which_every_evaluation_failed_exits_non_zero_and_says_why(search_files, tmp_path):
+    other = {"model_hash": "0" * 64, "model_dict": {"l": 2, "o": ["sa", "sa"], "p": ["sdp", "sdp"], "h": [64, 64], "n": [2, 2],
+                                                     "f": [[64], [64]]}, "scores": {"glue": 50.0}}
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps({"entries": [other]}))  # scores none of the library's models
+    run_dir = tmp_path / "all_failed"
+    with pytest.raises(SystemExit) as stopped:
+        search(search_files, run_dir, "--strategy", "random", "--budget", "3", "--num_init", "2", "--max_retries", "0",
+               benchmark=foreign)
+    message = str(stopped.value.code)
+    assert message.startswith("error: every evaluated model failed (3); no model has a score")
+    assert "is not in the benchmark file" in message and "the last error in" in message and "JobError" in message
+    assert "new --run_dir" in message
+
+
+def test_a_refused_resume_names_only_the_settings_that_differ(search_files, tmp_path):
+    run_dir = tmp_path / "run"
+    search(search_files, run_dir, "--strategy", "boshnas", "--budget", "2", "--num_init", "2")
+    with pytest.raises(SystemExit) as stopped:
+        search(search_files, run_dir, "--strategy", "boshnas", "--budget", "2", "--num_init", "2", "--k1", "2.0")
+    message = str(stopped.value.code)
+    assert "boshnas.k1: was 0.5, now 2.0" in message and "k2" not in message and len(message) < 400

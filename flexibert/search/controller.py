@@ -249,7 +249,7 @@ def open_run(args: argparse.Namespace, run: RunLayout, journal: Journal) -> Sear
     if state.config is not None:
         changed = [name for name in fixed_settings() if state.config.get(name) != config.get(name)]
         if changed:
-            details = "; ".join(f"{name}: was {state.config.get(name)!r}, now {config.get(name)!r}" for name in changed)
+            details = "; ".join(line for name in changed for line in differences(name, state.config.get(name), config.get(name)))
             raise RunDirError(f"{run.root} holds a search with other settings ({details}); use the original flags to resume it "
                               "or a new --run_dir for a new search")
         print(f"resuming {run.root}: {len(state.finished)} evaluated, {len(state.in_flight())} in flight, "
@@ -259,6 +259,34 @@ def open_run(args: argparse.Namespace, run: RunLayout, journal: Journal) -> Sear
     write_json_atomic(run.job_config, job_config(args))
     state.apply(journal.append(Event.RUN, config=config, argv=sys.argv[1:]))
     return state
+
+
+def differences(name: str, old: object, new: object) -> list[str]:
+    """``name.key: was X, now Y`` for each setting that differs, down to the keys of nested settings (not whole dicts)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [line for key in sorted(set(old) | set(new), key=str) if old.get(key) != new.get(key)
+                for line in differences(f"{name}.{key}", old.get(key), new.get(key))]
+    return [f"{name}: was {old!r}, now {new!r}"]
+
+
+def failure_summary(state: SearchState) -> str | None:
+    """When no evaluated model has a score but some failed: what went wrong, from the first failure's log (else None)."""
+    failed = state.failed()
+    if state.finished or not failed:
+        return None
+    first = failed[0]
+    log = Path(first.attempts[-1].log) if first.attempts and first.attempts[-1].log else None
+    last_error = _last_error(log) if log is not None and log.is_file() else None
+    detail = f"\nthe last error in {log}: {last_error}" if last_error else ""
+    return (f"every evaluated model failed ({len(failed)}); no model has a score. The first failure: {first.failed_reason}"
+            f"{detail}\nfix the cause, then start again with a new --run_dir (this run records those models as failed)")
+
+
+def _last_error(log: Path) -> str | None:
+    """The last line of a job log that names an error (a traceback's last line), else its last line."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or line.lower().startswith("error")]
+    return (errors or lines or [None])[-1]
 
 
 def check_benchmark(path: str) -> None:
