@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,10 @@ from embeddings import generate_library
 from embeddings.graph import model_hash
 from embeddings.interpolation import count_candidates, interpolate
 from embeddings.library import Library
-from flexibert import hierarchical
+from flexibert import hierarchical, run_boshnas
+from flexibert.search.benchmarks import synthetic_scores
+from flexibert.search.hierarchy import next_level_library, parse_args
+from flexibert.search.journal import Event, Journal, SearchState
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SPACE = REPO / "design_space" / "design_space_tiny.yaml"
@@ -142,9 +146,16 @@ def tiny_library(tmp_path_factory) -> Path:
 
 
 def write_run(run_dir: Path, scores: dict[str, object]) -> None:
-    for digest, score in scores.items():
+    """A run folder as a search leaves it: each model proposed and submitted in the journal, finished with its score
+    (None: still in flight), and its results.json."""
+    journal = Journal(run_dir)
+    for number, (digest, score) in enumerate(scores.items()):
         (run_dir / "models" / digest).mkdir(parents=True)
-        (run_dir / "models" / digest / "results.json").write_text(json.dumps({"glue_score": score, "status": "done"}))
+        journal.append(Event.ROUND, round=number, proposals=[{"model_hash": digest, "method": "init", "neighbor": None}])
+        journal.append(Event.SUBMIT, model_hash=digest, attempt=1, token=f"job-{number}", log=None)
+        if score is not None:
+            (run_dir / "models" / digest / "results.json").write_text(json.dumps({"glue_score": score, "status": "done"}))
+            journal.append(Event.FINISH, model_hash=digest, score=score)
 
 
 def run_cli(library: Path, out: Path, *extra: str) -> int:
@@ -178,11 +189,24 @@ def test_cli_builds_the_next_level_from_a_run_dir(tiny_library: Path, tmp_path: 
 
 
 def test_cli_without_scores_says_where_it_looked(tiny_library: Path, tmp_path: Path, capsys) -> None:
-    (tmp_path / "run" / "models").mkdir(parents=True)
+    old = Library.load(tiny_library)
+    (tmp_path / "run" / "models" / old.hashes[0]).mkdir(parents=True)  # model folders, but no journal: not a search's run
+    (tmp_path / "run" / "models" / old.hashes[0] / "results.json").write_text(json.dumps({"glue_score": 0.5}))
     out = tmp_path / "level2.json"
     assert run_cli(tiny_library, out, "--run_dir", str(tmp_path / "run")) == 2
     err = capsys.readouterr().err
-    assert "no scored models" in err and str(tmp_path / "run" / "models") in err and not out.exists()
+    assert err.count("\n") == 1 and f"{tmp_path / 'run' / 'journal.jsonl'} not found" in err and "--models_dir" in err
+    assert not out.exists()
+
+    write_run(tmp_path / "started", {old.hashes[1]: None})  # a journal, but nothing finished yet
+    assert run_cli(tiny_library, out, "--run_dir", str(tmp_path / "started")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "records no finished model" in err and str(tmp_path / "started" / "journal.jsonl") in err
+
+    write_run(tmp_path / "elsewhere", {"e" * 64: 0.5})  # finished models, none of them in the library
+    assert run_cli(tiny_library, out, "--run_dir", str(tmp_path / "elsewhere")) == 2
+    err = capsys.readouterr().err
+    assert "no scored models" in err and str(tmp_path / "elsewhere" / "journal.jsonl") in err and not out.exists()
     assert run_cli(tiny_library, out) == 2  # a fresh library has no performances either
     assert "'performances' column" in capsys.readouterr().err
 
@@ -202,3 +226,66 @@ def test_cli_reads_the_performances_column_and_the_original_layout(tiny_library:
     assert "1 scored models" in capsys.readouterr().out
     new = Library.load(tmp_path / "b.json")
     assert new.metadata["top_models"] == [old.hashes[2]] and new.hashes[0] == old.hashes[2]
+
+
+# --------------------------------------------------------------------------------------------
+# The journal is the source of truth: a real (benchmark-lookup) search, then its results.json files damaged
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def searched_run(tiny_library: Path, tmp_path_factory) -> Path:
+    """A finished random search of 6 of the tiny library's models, scored by synthetic-benchmark lookups (inline)."""
+    work = tmp_path_factory.mktemp("searched")
+    (work / "benchmark.json").write_text(json.dumps({"entries": synthetic_scores(Library.load(tiny_library), seed=0)}))
+    run_boshnas.main(["--dataset_file", str(tiny_library), "--benchmark_file", str(work / "benchmark.json"), "--executor",
+                      "inline", "--run_dir", str(work / "run"), "--strategy", "random", "--budget", "6"])
+    return work / "run"
+
+
+def next_level(tiny_library: Path, run_dir: Path, out: Path) -> Library:
+    new, _ = next_level_library(parse_args(["--old_dataset_file", str(tiny_library), "--new_dataset_file", str(out),
+                                            "--run_dir", str(run_dir), "--top_models", "3", "--neighbors_per_model", "2",
+                                            "--num_neighbors", "5"]))
+    return new
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing", "other score"])
+def test_a_damaged_results_json_keeps_the_journaled_score(tiny_library: Path, searched_run: Path, tmp_path: Path, damage: str,
+                                                          capsys) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(searched_run, run_dir)
+    journaled = SearchState.replay(Journal(run_dir).read()).scores()
+    assert len(journaled) == 6
+    old = Library.load(tiny_library)
+    expected = sorted(journaled, key=lambda h: (-journaled[h], old.index(h)))[:3]
+    best = expected[0]
+    capsys.readouterr()
+    intact = next_level(tiny_library, run_dir, tmp_path / "intact.json")
+    printed = capsys.readouterr()
+    assert intact.metadata["top_models"] == expected and "warning" not in printed.err
+
+    results = run_dir / "models" / best / "results.json"
+    if damage == "garbage":
+        results.write_bytes(b"\x00\xffnot json{")
+    elif damage == "missing":
+        results.unlink()
+    else:
+        results.write_text(json.dumps({**json.loads(results.read_text()), "glue_score": 0.0}))
+    new = next_level(tiny_library, run_dir, tmp_path / "level2.json")
+    printed = capsys.readouterr()
+    assert new.metadata["top_models"] == expected and new.hashes[0] == best  # the best model is still the best
+    assert "6 scored models" in printed.out and f"best model: {best} (glue_score {journaled[best]:.4f})" in printed.out
+    warnings = [line for line in printed.err.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 1 and best in warnings[0] and str(run_dir / "journal.jsonl") in warnings[0]
+    assert {"garbage": "(unreadable)", "missing": "(missing)", "other score": "(says 0.0)"}[damage] in warnings[0]
+    assert not any(h in warnings[0] for h in journaled if h != best)  # only the damaged model is named
+    assert new.hashes == intact.hashes  # the same library as from the intact run
+
+
+def test_a_run_dir_without_a_journal_is_a_clear_error(tiny_library: Path, searched_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(searched_run, run_dir)
+    (run_dir / "journal.jsonl").unlink()  # the results.json files alone are not trusted
+    with pytest.raises(ValueError, match=r"is not a search run folder: .*journal\.jsonl not found; pass the --run_dir of a"):
+        next_level(tiny_library, run_dir, tmp_path / "level2.json")

@@ -369,3 +369,13 @@ def test_a_refused_resume_names_only_the_settings_that_differ(search_files, tmp_
         search(search_files, run_dir, "--strategy", "boshnas", "--budget", "2", "--num_init", "2", "--k1", "2.0")
     message = str(stopped.value.code)
     assert "boshnas.k1: was 0.5, now 2.0" in message and "k2" not in message and len(message) < 400
+
+
+def test_a_reader_beside_a_live_search_never_cuts_the_line_being_written(tmp_path):
+    journal = Journal(tmp_path)
+    journal.append("run", config={})
+    with open(journal.path, "a") as handle:
+        handle.write('{"event": "round", "rou')  # the controller is half-way through a line
+    before = journal.path.read_bytes()
+    assert [e["event"] for e in journal.read(repair=False)] == ["run"] and journal.path.read_bytes() == before
+    assert [e["event"] for e in journal.read()] == ["run"] and journal.path.read_bytes() == before.rpartition(b"\n")[0] + b"\n"

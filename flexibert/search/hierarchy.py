@@ -4,6 +4,11 @@ The best-scoring models (or, with ``--around front``, the best of a multi-object
 front) are interpolated with their stored neighbours and with each other at a finer
 number of layers per stack (embeddings/interpolation.py), and the candidates become a new library with
 its own embeddings and neighbours. ``flexibert/hierarchical.py`` is the stage script.
+
+With ``--run_dir`` the scores are the ones the search journaled (``<run_dir>/journal.jsonl``, replayed by
+``open_run``): the journal is the run's source of truth, so a model whose ``models/<hash>/results.json`` was
+lost or overwritten afterwards keeps its journaled score (with a warning) instead of being dropped.
+``--models_dir`` (the original code's layout, which has no journal) reads its ``all_results.json`` files.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from embeddings.design_space import GLUE_TASK_NAMES, load_design_space
 from embeddings.interpolation import check_layers_per_stack, count_candidates, interpolate
 from embeddings.library import Library
 from embeddings.library_builder import add_embedding_arguments
-from flexibert.search.journal import Journal, SearchState
+from flexibert.search.journal import Journal, RunDirError, SearchState
 from flexibert.search.layout import SCORE_FIELD, RunLayout
 from flexibert.search.objectives import front_members
 
@@ -37,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--design_space_file", help="design-space YAML stored in the new library; if not given, the old library's")
     parser.add_argument("--old_dataset_file", required=True, help="library the models were searched in (with neighbours)")
     parser.add_argument("--new_dataset_file", help="output library; if not given, <old name>_level<k>.json beside the old one")
-    parser.add_argument("--run_dir", help=f"search run directory; scores are '{SCORE_FIELD}' in <run_dir>/models/<hash>/results.json")
+    parser.add_argument("--run_dir", help="search run directory; scores are the finished models' scores in its journal "
+                                          "(<run_dir>/journal.jsonl)")
     parser.add_argument("--models_dir", help=f"original layout; scores are '{SCORE_FIELD}' in <models_dir>/glue/<hash>/all_results.json")
     parser.add_argument("--dataset", choices=GLUE_TASK_NAMES, help="GLUE task stored in the new library; if not given, the old library's")
     parser.add_argument("--old_layers_per_stack", type=int, default=2, help="layers per stack of the old library")
@@ -71,11 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _scores_in(paths: list[Path]) -> dict[str, float]:
-    """``{hash: score}`` from ``<hash>/<results file>`` paths; unfinished or failed models (no score) are left out."""
+    """``{hash: score}`` from ``<hash>/all_results.json`` paths (``--models_dir``); models without a score are left out."""
     scores = {}
     for path in sorted(p for p in paths if p.is_file()):
         try:
-            # The original's all_results.json files name the score as our results.json files do.
+            # The original's all_results.json files name the score as a search's results.json files do.
             score = json.loads(path.read_text()).get(SCORE_FIELD)
         except (OSError, json.JSONDecodeError, AttributeError) as err:
             print(f"warning: {path}: unreadable ({err}); skipped", file=sys.stderr)
@@ -85,8 +91,53 @@ def _scores_in(paths: list[Path]) -> dict[str, float]:
     return scores
 
 
+def open_run(run_dir: str | Path) -> SearchState:
+    """The state of a search's run folder, replayed from its journal; a ValueError says what is missing or wrong."""
+    journal = Journal(Path(run_dir))
+    if not journal.path.is_file():
+        raise ValueError(f"{run_dir} is not a search run folder: {journal.path} not found; pass the --run_dir of a "
+                         "run_boshnas.py search, or --models_dir for models trained in the original layout")
+    try:
+        return SearchState.replay(journal.read(repair=False))  # beside a live search: never cut the line it is writing
+    except (RunDirError, KeyError, IndexError, TypeError) as err:
+        raise ValueError(f"{journal.path} cannot be replayed ({err})") from None
+
+
+def _journaled_scores(run_dir: str | Path) -> dict[str, float]:
+    """``{hash: score}`` of the run's finished models as journaled; a warning names those whose results.json disagrees."""
+    run = RunLayout(Path(run_dir))
+    scores = open_run(run_dir).scores()
+    if not scores:
+        raise ValueError(f"{run.journal} records no finished model yet; resume the search (run_boshnas.py --run_dir "
+                         f"{run_dir}) until one finishes, or pass another --run_dir")
+    disagreeing = []
+    for digest, score in scores.items():
+        path = run.model(digest).results
+        try:
+            stored = json.loads(path.read_text()).get(SCORE_FIELD)
+        except FileNotFoundError:
+            disagreeing.append(f"{digest} (missing)")
+            continue
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            disagreeing.append(f"{digest} (unreadable)")
+            continue
+        valid = isinstance(stored, (int, float)) and not isinstance(stored, bool)
+        if not valid or not math.isclose(stored, score, rel_tol=1e-9, abs_tol=1e-12):
+            said = repr(stored)
+            disagreeing.append(f"{digest} (says {said if len(said) <= 40 else said[:37] + '...'})")
+    if disagreeing:
+        print(f"warning: keeping the scores journaled in {run.journal} for {len(disagreeing)} model(s) whose results.json "
+              f"is missing or disagrees: {', '.join(disagreeing)}", file=sys.stderr)
+    return {digest: float(score) for digest, score in scores.items()}
+
+
 def read_scores(args: argparse.Namespace, library: Library) -> dict[str, float]:
-    """Scores of the library's trained models, by hash; an error says where it looked if there are none."""
+    """Scores of the library's trained models, by hash; an error says where it looked if there are none.
+
+    ``--run_dir``: the finished models' scores in the run's journal (its source of truth; a results.json that is
+    missing or disagrees is reported, not trusted). ``--models_dir``: ``<models_dir>/glue/<hash>/all_results.json``.
+    Neither: the library's 'performances' column.
+    """
     scores: dict[str, float] = {}
     looked = []
     if args.models_dir:
@@ -94,10 +145,8 @@ def read_scores(args: argparse.Namespace, library: Library) -> dict[str, float]:
         scores.update(_scores_in(list(root.glob("*/all_results.json"))))
         looked.append(f"{root}/<hash>/all_results.json")
     if args.run_dir:
-        run = RunLayout(args.run_dir)
-        folders = sorted(p.name for p in run.models.iterdir() if p.is_dir()) if run.models.is_dir() else []
-        scores.update(_scores_in([run.model(h).results for h in folders]))
-        looked.append(f"{run.models}/<hash>/results.json")
+        scores.update(_journaled_scores(args.run_dir))
+        looked.append(f"the finished models journaled in {RunLayout(Path(args.run_dir)).journal}")
     if not looked:
         scores = {h: float(p) for h, p in zip(library.hashes, library.performances, strict=True) if p is not None}
         looked.append(f"the 'performances' column of {args.old_dataset_file}")
@@ -123,8 +172,7 @@ def top_models(scores: dict[str, float], library: Library, count: int) -> list[s
 
 def front_models(run_dir: str, scores: dict[str, float], library: Library, count: int) -> list[str]:
     """The best-scoring ``count`` models of the run's Pareto front (its journal says which models and objectives)."""
-    state = SearchState.replay(Journal(Path(run_dir)).read())
-    front = [h for h in front_members(state) if h in scores and h in library]
+    front = [h for h in front_members(open_run(run_dir)) if h in scores and h in library]
     if not front:
         raise ValueError(f"{run_dir} has no evaluated model of --old_dataset_file on its front")
     print(f"the front of {run_dir} has {len(front)} model(s); refining around the best {min(count, len(front))}")

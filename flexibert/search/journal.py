@@ -85,13 +85,17 @@ class Journal:
             os.fsync(handle.fileno())
         return record
 
-    def read(self) -> list[dict]:
-        """All complete events; an unterminated last line (cut by a kill) is dropped and the file repaired."""
+    def read(self, repair: bool = True) -> list[dict]:
+        """All complete events; an unterminated last line (cut by a kill) is dropped and, with ``repair``, cut from the file.
+
+        Only the run's controller (which holds the lock) may repair: a reader beside a live search
+        (the hierarchical step, a report) would cut the line the controller is writing.
+        """
         if not self.path.exists():
             return []
         raw = self.path.read_bytes()
         complete, _, partial = raw.rpartition(b"\n")
-        if partial:
+        if partial and repair:
             with open(self.path, "r+b") as handle:
                 handle.truncate(len(complete) + 1 if complete else 0)
         events = []
