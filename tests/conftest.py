@@ -52,3 +52,18 @@ def nasbench(tmp_path_factory) -> dict:
     library.save(work / "library.json")
     scores = np.array([s["glue"] for s in benchmark_index(NASBENCH)[0].values()])
     return {"file": NASBENCH, "library": work / "library.json", "scores": scores, "work": work}
+
+
+@pytest.fixture
+def nasbench_search(nasbench):
+    """A real search on NAS-Bench-BERT lookups (inline executor, 5 random initial models); the state gets its console text."""
+    from flexibert import run_boshnas
+
+    def search(run_dir: Path, *flags: str):
+        with contextlib.redirect_stdout(io.StringIO()) as console:
+            state = run_boshnas.main(["--dataset_file", str(nasbench["library"]), "--benchmark_file", str(nasbench["file"]),
+                                      "--executor", "inline", "--run_dir", str(run_dir), "--num_init", "5", *flags])
+        state.console = console.getvalue()
+        return state
+
+    return search

@@ -10,13 +10,12 @@ import contextlib
 import csv
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from embeddings.library import Library
-from flexibert import compare_strategies, run_boshnas
+from flexibert import compare_strategies
 from flexibert.models.configuration_flexibert import FlexiBERTConfig
 from flexibert.models.costs import parameter_count
 from flexibert.models.modeling_flexibert import FlexiBERTModel
@@ -29,14 +28,6 @@ from flexibert.search.pareto import as_minimisation, hypervolume, pareto_mask
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BERT_MINI = {"l": 4, "o": ["sa"] * 4, "p": ["sdp"] * 4, "h": [256] * 4, "n": [4] * 4, "f": [[1024]] * 4}
-
-
-def search(nasbench: dict, run_dir: Path, *flags: str):
-    with contextlib.redirect_stdout(io.StringIO()) as console:
-        state = run_boshnas.main(["--dataset_file", str(nasbench["library"]), "--benchmark_file", str(nasbench["file"]), "--executor",
-                                  "inline", "--run_dir", str(run_dir), "--num_init", "5", *flags])
-    state.console = console.getvalue()
-    return state
 
 
 def values_of(state, names: list[str]) -> np.ndarray:
@@ -60,9 +51,9 @@ def test_cheap_objectives_agree_with_built_models_and_benchmark_columns_are_read
 
 
 @pytest.mark.parametrize("strategy", ["boshnas", "tpe", "random"])
-def test_a_cap_is_never_broken_by_any_proposal(nasbench, tmp_path, strategy):
+def test_a_cap_is_never_broken_by_any_proposal(nasbench, nasbench_search, tmp_path, strategy):
     cap = parameter_count(BERT_MINI, "encoder")
-    state = search(nasbench, tmp_path / strategy, "--strategy", strategy, "--budget", "12", "--max_encoder_params", str(cap),
+    state = nasbench_search(tmp_path / strategy, "--strategy", strategy, "--budget", "12", "--max_encoder_params", str(cap),
                    "--surrogate_epochs", "40")
     library = Library.load(nasbench["library"])
     proposed = [library.model_dict(h) for h in state.candidates]
@@ -70,8 +61,8 @@ def test_a_cap_is_never_broken_by_any_proposal(nasbench, tmp_path, strategy):
     assert "library models respect encoder_params <=" in state.console
 
 
-def test_a_front_search_reports_its_front_and_measures_its_hypervolume(nasbench, tmp_path):
-    state = search(nasbench, tmp_path / "front", "--strategy", "boshnas", "--budget", "14", "--objectives", "glue", "params",
+def test_a_front_search_reports_its_front_and_measures_its_hypervolume(nasbench, nasbench_search, tmp_path):
+    state = nasbench_search(tmp_path / "front", "--strategy", "boshnas", "--budget", "14", "--objectives", "glue", "params",
                    "--surrogate_epochs", "40")
     found = values_of(state, ["glue", "params"])
     assert len(found) == 14 and not np.isnan(found).any()
@@ -99,42 +90,42 @@ def run_boshnas_args(nasbench: dict, *flags: str):
 
 
 @pytest.mark.parametrize("strategy", ["boshnas", "tpe", "nsga2"])
-def test_a_resumed_front_search_proposes_what_an_uninterrupted_one_would(nasbench, tmp_path, strategy):
+def test_a_resumed_front_search_proposes_what_an_uninterrupted_one_would(nasbench, nasbench_search, tmp_path, strategy):
     flags = ("--strategy", strategy, "--seed", "3", "--surrogate_epochs", "40", "--objectives", "glue", "params")
-    straight = search(nasbench, tmp_path / "straight", *flags, "--budget", "14")
-    search(nasbench, tmp_path / "resumed", *flags, "--budget", "8")
-    resumed = search(nasbench, tmp_path / "resumed", *flags, "--budget", "14")
+    straight = nasbench_search(tmp_path / "straight", *flags, "--budget", "14")
+    nasbench_search(tmp_path / "resumed", *flags, "--budget", "8")
+    resumed = nasbench_search(tmp_path / "resumed", *flags, "--budget", "14")
     assert resumed.finished == straight.finished
     assert values_of(resumed, ["glue", "params"]).tolist() == values_of(straight, ["glue", "params"]).tolist()
 
 
-def test_boshnas_on_the_front_beats_random_search(nasbench, tmp_path):
+def test_boshnas_on_the_front_beats_random_search(nasbench, nasbench_search, tmp_path):
     every = known_values(ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params")),
                          Library.load(nasbench["library"]), str(nasbench["file"]), "glue")
     shares = {}
     for strategy in ("boshnas", "random"):
-        shares[strategy] = np.mean([hypervolume_fraction_curve(values_of(search(
-            nasbench, tmp_path / f"{strategy}{seed}", "--strategy", strategy, "--seed", str(seed), "--budget", "20",
+        shares[strategy] = np.mean([hypervolume_fraction_curve(values_of(nasbench_search(
+            tmp_path / f"{strategy}{seed}", "--strategy", strategy, "--seed", str(seed), "--budget", "20",
             "--objectives", "glue", "params", "--surrogate_epochs", "60"), ["glue", "params"]), every, [True, False], 20)[-1]
             for seed in (1, 2, 3)])
     assert shares["boshnas"] > shares["random"], shares
 
 
-def test_bad_objectives_and_caps_are_refused_at_the_start(nasbench, tmp_path):
+def test_bad_objectives_and_caps_are_refused_at_the_start(nasbench, nasbench_search, tmp_path):
     with pytest.raises(SystemExit, match="no such column.*time_to_train"):
-        search(nasbench, tmp_path / "a", "--objectives", "glue", "latency_on_my_phone", "--strategy", "random")
+        nasbench_search(tmp_path / "a", "--objectives", "glue", "latency_on_my_phone", "--strategy", "random")
     with pytest.raises(SystemExit, match="no model .* respects"):
-        search(nasbench, tmp_path / "b", "--max_params", "1000")
+        nasbench_search(tmp_path / "b", "--max_params", "1000")
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
-        search(nasbench, tmp_path / "c", "--objectives", "glue", "params", "--strategy", "gp")
+        nasbench_search(tmp_path / "c", "--objectives", "glue", "params", "--strategy", "gp")
     assert "--strategy gp optimises one objective" in err.getvalue() and "boshnas" in err.getvalue()
     with pytest.raises(ObjectiveError, match="always minimised"):
         parse_objective("params:max")
     with pytest.raises(ObjectiveError, match="twice"):
         ObjectiveSet([parse_objective("glue"), parse_objective("score")])
-    search(nasbench, tmp_path / "d", "--strategy", "random", "--budget", "6")
+    nasbench_search(tmp_path / "d", "--strategy", "random", "--budget", "6")
     with pytest.raises(SystemExit, match="other settings.*objectives"):
-        search(nasbench, tmp_path / "d", "--strategy", "random", "--budget", "6", "--objectives", "glue", "params")
+        nasbench_search(tmp_path / "d", "--strategy", "random", "--budget", "6", "--objectives", "glue", "params")
 
 
 def test_compare_strategies_tables_hypervolume_for_several_objectives(nasbench, tmp_path):
@@ -148,16 +139,16 @@ def test_compare_strategies_tables_hypervolume_for_several_objectives(nasbench, 
     assert all(0 < share <= 1 for share in shares)
 
 
-def test_journal_records_every_objective_of_each_finished_model(nasbench, tmp_path):
-    search(nasbench, tmp_path / "run", "--strategy", "random", "--budget", "6", "--objectives", "glue", "flops", "time_to_train")
+def test_journal_records_every_objective_of_each_finished_model(nasbench, nasbench_search, tmp_path):
+    nasbench_search(tmp_path / "run", "--strategy", "random", "--budget", "6", "--objectives", "glue", "flops", "time_to_train")
     finishes = [json.loads(line) for line in (tmp_path / "run" / "journal.jsonl").read_text().splitlines()
                 if json.loads(line)["event"] == "finish"]
     assert len(finishes) == 6 and all(set(e["objectives"]) == {"glue", "flops", "time_to_train"} for e in finishes)
     assert all(e["objectives"]["glue"] == e["score"] and e["objectives"]["flops"] > 0 for e in finishes)
 
 
-def test_the_hierarchical_step_refines_around_the_front(nasbench, tmp_path):
-    state = search(nasbench, tmp_path / "front", "--strategy", "random", "--budget", "10", "--objectives", "glue", "params")
+def test_the_hierarchical_step_refines_around_the_front(nasbench, nasbench_search, tmp_path):
+    state = nasbench_search(tmp_path / "front", "--strategy", "random", "--budget", "10", "--objectives", "glue", "params")
     front = front_members(state)
     with contextlib.redirect_stdout(io.StringIO()) as console:
         new, _ = next_level_library(hierarchy_args([
@@ -174,8 +165,8 @@ def test_the_hierarchical_step_refines_around_the_front(nasbench, tmp_path):
         hierarchy_args(["--old_dataset_file", str(nasbench["library"]), "--around", "front"])
 
 
-def test_latency_is_measured_once_per_model_by_its_job_and_journaled(nasbench, tmp_path):
-    search(nasbench, tmp_path / "run", "--strategy", "tpe", "--budget", "5", "--objectives", "glue", "latency",
+def test_latency_is_measured_once_per_model_by_its_job_and_journaled(nasbench, nasbench_search, tmp_path):
+    nasbench_search(tmp_path / "run", "--strategy", "tpe", "--budget", "5", "--objectives", "glue", "latency",
            "--latency_seq_length", "32", "--latency_repeats", "5")
     assert json.loads((tmp_path / "run" / "job_config.json").read_text())["latency"] == {"batch_size": 1, "seq_length": 32,
                                                                                           "repeats": 5}
@@ -186,19 +177,19 @@ def test_latency_is_measured_once_per_model_by_its_job_and_journaled(nasbench, t
         assert event["objectives"]["latency"] == measured["median_ms"] > 0 and measured["iqr_ms"] >= 0
         assert measured["device"] == "cpu" and measured["seq_length"] == 32 and measured["repeats"] == 5
     with pytest.raises(SystemExit, match="other settings.*objectives"):  # other latency settings are another search
-        search(nasbench, tmp_path / "run", "--strategy", "tpe", "--budget", "5", "--objectives", "glue", "latency",
+        nasbench_search(tmp_path / "run", "--strategy", "tpe", "--budget", "5", "--objectives", "glue", "latency",
                "--latency_seq_length", "64", "--latency_repeats", "5")
 
 
 @pytest.mark.parametrize("strategy", ["boshnas", "gp", "tpe"])
-def test_a_search_that_exhausts_the_models_under_a_cap_ends_normally_and_resumes(nasbench, tmp_path, strategy):
+def test_a_search_that_exhausts_the_models_under_a_cap_ends_normally_and_resumes(nasbench, nasbench_search, tmp_path, strategy):
     library = Library.load(nasbench["library"])
     sizes = np.sort([parameter_count(d) for d in library.model_dicts])
     cap = sizes[7]  # eight models respect it (the sizes are distinct there)
     assert sizes[8] > cap
     flags = ("--strategy", strategy, "--budget", "12", "--max_params", str(cap), "--surrogate_epochs", "30")
-    state = search(nasbench, tmp_path / "run", *flags)
+    state = nasbench_search(tmp_path / "run", *flags)
     assert state.stopped == "library exhausted" and len(state.finished) == 8
     assert (tmp_path / "run" / "leaderboard.md").is_file() and (tmp_path / "run" / "report" / "best_score.png").is_file()
-    again = search(nasbench, tmp_path / "run", *flags)
+    again = nasbench_search(tmp_path / "run", *flags)
     assert again.stopped == "library exhausted" and again.finished == state.finished

@@ -6,18 +6,14 @@ Every search here is a real one (inline executor, scores looked up in the benchm
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from embeddings.graph import model_hash
 from embeddings.library import Library
-from flexibert import run_boshnas
 from flexibert.search import comparison
 from flexibert.search.benchmarks import benchmark_index, benchmark_score
 from flexibert.search.journal import Journal
@@ -25,15 +21,7 @@ from flexibert.search.journal import Journal
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def search(nasbench: dict, run_dir: Path, *flags: str):
-    with contextlib.redirect_stdout(io.StringIO()) as console:
-        state = run_boshnas.main(["--dataset_file", str(nasbench["library"]), "--benchmark_file", str(nasbench["file"]), "--executor",
-                                  "inline", "--run_dir", str(run_dir), "--num_init", "5", *flags])
-    state.console = console.getvalue()
-    return state
-
-
-def test_repeated_architectures_score_their_mean_and_the_search_says_so_once(nasbench, tmp_path):
+def test_repeated_architectures_score_their_mean_and_the_search_says_so_once(nasbench, nasbench_search, tmp_path):
     entries = json.loads(nasbench["file"].read_text())["entries"]
     index, repeated = benchmark_index(nasbench["file"])
     assert repeated == 9 and len(index) == 491 == len(Library.load(nasbench["library"]))
@@ -45,15 +33,15 @@ def test_repeated_architectures_score_their_mean_and_the_search_says_so_once(nas
     for digest in twice:
         assert benchmark_score(nasbench["file"], "glue", digest) == pytest.approx(np.mean(by_hash[digest]))
         assert min(by_hash[digest]) < benchmark_score(nasbench["file"], "glue", digest) < max(by_hash[digest])
-    state = search(nasbench, tmp_path / "random", "--strategy", "random", "--budget", "6")
+    state = nasbench_search(tmp_path / "random", "--strategy", "random", "--budget", "6")
     assert state.console.count("9 architecture(s) appear more than once") == 1
 
 
-def test_budget_is_honoured_and_stopping_early_is_the_users_choice(nasbench, tmp_path):
+def test_budget_is_honoured_and_stopping_early_is_the_users_choice(nasbench, nasbench_search, tmp_path):
     quick = ("--patience", "1", "--aleatoric_rounds", "1", "--surrogate_epochs", "30", "--prob_random", "0", "--prob_uncertainty", "0")
-    state = search(nasbench, tmp_path / "full", "--strategy", "boshnas", "--budget", "24", *quick)
+    state = nasbench_search(tmp_path / "full", "--strategy", "boshnas", "--budget", "24", *quick)
     assert len(state.finished) == 24 and state.stopped == "budget"
-    early = search(nasbench, tmp_path / "early", "--strategy", "boshnas", "--budget", "24", "--stop_on_convergence", *quick)
+    early = nasbench_search(tmp_path / "early", "--strategy", "boshnas", "--budget", "24", "--stop_on_convergence", *quick)
     assert len(early.finished) < 24 and early.stopped == "converged"
     assert "stopped early: boshnas converged after" in early.console
     assert [e["reason"] for e in Journal(tmp_path / "early").read() if e["event"] == "stop"] == ["converged"]
@@ -61,19 +49,19 @@ def test_budget_is_honoured_and_stopping_early_is_the_users_choice(nasbench, tmp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["boshnas", "gp", "tpe", "evolution"])
-def test_every_shipped_strategy_beats_random_searchs_exact_expectation_at_30(nasbench, tmp_path, strategy):
+def test_every_shipped_strategy_beats_random_searchs_exact_expectation_at_30(nasbench, nasbench_search, tmp_path, strategy):
     best = [max(s.candidates[h].score for h in s.finished) for s in
-            (search(nasbench, tmp_path / f"seed{seed}", "--strategy", strategy, "--budget", "30", "--seed", str(seed))
+            (nasbench_search(tmp_path / f"seed{seed}", "--strategy", strategy, "--budget", "30", "--seed", str(seed))
              for seed in (1, 2, 3))]
     assert np.mean(best) > comparison.random_expected_best(nasbench["scores"], 30), best
 
 
 @pytest.mark.parametrize("strategy", ["tpe", "evolution", "boshnas"])
-def test_a_resumed_search_proposes_what_an_uninterrupted_one_would(nasbench, tmp_path, strategy):
+def test_a_resumed_search_proposes_what_an_uninterrupted_one_would(nasbench, nasbench_search, tmp_path, strategy):
     flags = ("--strategy", strategy, "--seed", "4", "--surrogate_epochs", "40")
-    straight = search(nasbench, tmp_path / "straight", *flags, "--budget", "16")
-    search(nasbench, tmp_path / "resumed", *flags, "--budget", "9")
-    resumed = search(nasbench, tmp_path / "resumed", *flags, "--budget", "16")
+    straight = nasbench_search(tmp_path / "straight", *flags, "--budget", "16")
+    nasbench_search(tmp_path / "resumed", *flags, "--budget", "9")
+    resumed = nasbench_search(tmp_path / "resumed", *flags, "--budget", "16")
     assert resumed.finished == straight.finished and resumed.scores() == straight.scores()
     assert len({straight.candidates[h].method for h in straight.finished[5:]}) >= 1
 

@@ -85,36 +85,38 @@ class Measured(Objective):
 
 
 @dataclass(frozen=True)
-class ParameterCount(Objective):
-    """Trainable parameters of the base model (``params``: all of them, embeddings, encoder and pooler, as jobs report;
-    ``encoder_params``: the encoder's, which is what differs between models of one vocabulary)."""
+class Cheap(Objective):
+    """An objective computed from the model dict alone: known for every library model before it is trained."""
 
-    part: str = "total"
     cheap: ClassVar[bool] = True
-
-    def of_model(self, model_dict: dict) -> float:
-        from flexibert.models.costs import parameter_count  # torch: only when a search counts parameters
-
-        return float(parameter_count(model_dict, self.part))
 
     def of_results(self, results: dict) -> float | None:
         return self.of_model(results["model_dict"]) if "model_dict" in results else None
 
 
 @dataclass(frozen=True)
-class Flops(Objective):
+class ParameterCount(Cheap):
+    """Trainable parameters of the base model (``params``: all of them, embeddings, encoder and pooler, as jobs report;
+    ``encoder_params``: the encoder's, which is what differs between models of one vocabulary)."""
+
+    part: str = "total"
+
+    def of_model(self, model_dict: dict) -> float:
+        from flexibert.models.costs import parameter_count  # torch: only when a search counts parameters
+
+        return float(parameter_count(model_dict, self.part))
+
+
+@dataclass(frozen=True)
+class Flops(Cheap):
     """Forward FLOPs per token at a fixed sequence length: the cost of running the model, independent of hardware."""
 
     seq_length: int = 128
-    cheap: ClassVar[bool] = True
 
     def of_model(self, model_dict: dict) -> float:
         from flexibert.models.costs import flops_per_token
 
         return float(flops_per_token(model_dict, self.seq_length))
-
-    def of_results(self, results: dict) -> float | None:
-        return self.of_model(results["model_dict"]) if "model_dict" in results else None
 
 
 @dataclass(frozen=True)
