@@ -5,7 +5,7 @@
 
 The result loads with ``FlexiBERTModel.from_pretrained`` / ``AutoModel.from_pretrained`` (after
 ``import flexibert``) and gives the same outputs as the BERT checkpoint. The checkpoint's tokenizer
-is saved beside it when the source has one.
+is saved beside it when the source has one, and a model card (README.md) says what the model is.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, BertForMaskedLM, BertForSequenceClassification, BertModel
 
 from flexibert.models.convert_bert import convert_bert
+from flexibert.models.model_card import model_card, write_model_card
 
 HEADS = {"base": BertModel, "mlm": BertForMaskedLM, "seq-cls": BertForSequenceClassification}
 
@@ -50,7 +51,10 @@ def main(argv: list[str] | None = None) -> Path:
     except (OSError, ValueError) as err:
         tokenizer_note = f"without a tokenizer ({type(err).__name__}: the source has none)"
     parameters = sum(p.numel() for p in model.parameters())
-    print(f"saved {type(model).__name__} ({parameters:,} parameters) to {output} {tokenizer_note}")
+    write_model_card(output, model_card(model.config.model_dict, parameters, name=output.name or "flexibert-model",
+                                        trained=f"Converted from the BERT checkpoint `{args.model}` ({args.head} head): the "
+                                                "same weights, and the same outputs as the checkpoint."))
+    print(f"saved {type(model).__name__} ({parameters:,} parameters) to {output} {tokenizer_note}, with a model card (README.md)")
     return output
 
 

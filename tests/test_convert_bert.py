@@ -1,7 +1,10 @@
 """BERT import: converted models give BertModel's outputs; the CLI round-trips through save/load."""
 
+import json
+
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from transformers import AutoModelForMaskedLM, BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 
 from flexibert import FlexiBERTForMaskedLM, FlexiBERTForSequenceClassification, FlexiBERTModel, convert_bert
@@ -76,6 +79,11 @@ def test_cli_converts_a_local_checkpoint(tmp_path, capsys):
     inputs = _inputs()
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, bert(**inputs).logits, atol=1e-5, rtol=1e-5)
+    card = ModelCard.load(tmp_path / "flexi" / "README.md")
+    assert card.data.library_name == "transformers" and "flexibert" in card.data.tags
+    assert json.loads(card.text.split("```json\n")[1].split("\n```")[0]) == loaded.config.model_dict
+    assert f"{sum(p.numel() for p in loaded.parameters()):,}" in card.text
+    assert "AutoModel.from_pretrained" in card.text and str(tmp_path / "bert") in card.text
     with pytest.raises(SystemExit, match="--overwrite"):
         convert_cli(["--model", str(tmp_path / "bert"), "--output_dir", str(tmp_path / "flexi")])
 

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 from embeddings.library import Library
-from flexibert import compare_strategies
+from flexibert import compare_strategies, export_models
 from flexibert.models.configuration_flexibert import FlexiBERTConfig
 from flexibert.models.costs import parameter_count
 from flexibert.models.modeling_flexibert import FlexiBERTModel
 from flexibert.search.benchmarks import benchmark_index
 from flexibert.search.comparison import hypervolume_fraction_curve, hypervolume_reference, known_values
+from flexibert.search.export import ExportError, chosen_models
 from flexibert.search.hierarchy import next_level_library
 from flexibert.search.hierarchy import parse_args as hierarchy_args
 from flexibert.search.objectives import ObjectiveError, ObjectiveSet, front_members, parse_objective
@@ -193,3 +194,17 @@ def test_a_search_that_exhausts_the_models_under_a_cap_ends_normally_and_resumes
     assert (tmp_path / "run" / "leaderboard.md").is_file() and (tmp_path / "run" / "report" / "best_score.png").is_file()
     again = nasbench_search(tmp_path / "run", *flags)
     assert again.stopped == "library exhausted" and again.finished == state.finished
+
+
+def test_export_chooses_from_the_front_and_refuses_models_that_were_never_trained(nasbench_search, tmp_path):
+    state = nasbench_search(tmp_path / "run", "--strategy", "random", "--budget", "8", "--objectives", "glue", "params")
+    scores, front = state.scores(), front_members(state)
+    assert chosen_models(state, top=2, front=True) == sorted(front, key=lambda h: -scores[h])[:2]
+    assert chosen_models(state, top=1) == [max(scores, key=scores.get)]
+    assert chosen_models(state, hashes=[state.finished[3][:10]]) == [state.finished[3]]
+    with pytest.raises(ExportError, match="no finished model"):
+        chosen_models(state, hashes=["zzzz"])
+    with pytest.raises(SystemExit, match="no trained weights .* benchmark"):
+        export_models.main(["--run_dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run" / "exported").exists()
+    assert "export_models" not in (tmp_path / "run" / "leaderboard.md").read_text()  # nothing to export

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
+from transformers import AutoModel, AutoTokenizer
 
 from embeddings.library import Library
-from flexibert import prepare_pretrain_dataset, run_boshnas, save_roberta_tokenizer
+from flexibert import export_models, prepare_pretrain_dataset, run_boshnas, save_roberta_tokenizer
 from flexibert.search.journal import Journal, SearchState
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -69,3 +71,21 @@ def test_a_search_pretrains_fine_tunes_and_warm_starts_from_a_trained_neighbour(
     history = (run_dir / "history.csv").read_text().splitlines()
     assert history[2].split(",")[5] == first  # the neighbour column of the second evaluation
     assert SearchState.replay(Journal(run_dir).read()).stopped == "budget"
+    check_export(run_dir, state, tmp_path / "exported")
+
+
+def check_export(run_dir: Path, state, output: Path) -> None:
+    """The leaderboard points at each model's weights, and export_models makes loadable folders with cards."""
+    board = (run_dir / "leaderboard.md").read_text()
+    assert f"models/{state.finished[0]}/pretrained" in board and "flexibert.export_models" in board
+    best = max(state.finished, key=lambda h: state.candidates[h].score)
+    (path,) = export_models.main(["--run_dir", str(run_dir), "--top", "1", "--output_dir", str(output)])
+    assert path == output / best[:12] and not list(path.glob("checkpoint-*")) and not (path / "trainer_state.json").exists()
+    model = AutoModel.from_pretrained(path)
+    assert model.config.model_dict == Library.load(json.loads((run_dir / "job_config.json").read_text())["library"]).model_dict(best)
+    AutoTokenizer.from_pretrained(path)
+    card = ModelCard.load(path / "README.md")
+    values = {r.dataset_config or r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert values["glue_score"] == round(state.candidates[best].score, 4) and "rte" in values
+    with pytest.raises(SystemExit, match="--overwrite"):
+        export_models.main(["--run_dir", str(run_dir), "--output_dir", str(output)])

@@ -27,7 +27,7 @@ from flexibert.search.pareto import as_minimisation, pareto_mask  # noqa: E402
 from flexibert.utils.files import atomic_write  # noqa: E402
 
 HISTORY_COLUMNS = ("index", "model_hash", "score", "method", "round", "neighbor", "wall_s", "attempts")
-LEADERBOARD_COLUMNS = ("rank", "model_hash", "score", "parameters", "method", "neighbor", "model_dict")
+LEADERBOARD_COLUMNS = ("rank", "model_hash", "score", "parameters", "method", "neighbor", "weights", "model_dict")
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -64,14 +64,21 @@ def leaderboard_columns(state: SearchState) -> tuple[str, ...]:
     return (*LEADERBOARD_COLUMNS[:4], *extra, "pareto", *LEADERBOARD_COLUMNS[4:])
 
 
-def leaderboard_rows(state: SearchState, library: Library) -> list[dict]:
+def _weights(run: RunLayout | None, model_hash: str) -> str:
+    """The model's trained weights folder, relative to the run folder ("" when it has none, e.g. a benchmark score)."""
+    if run is None or not (run.model(model_hash).pretrained / "config.json").is_file():
+        return ""
+    return str(run.model(model_hash).pretrained.relative_to(run.root))
+
+
+def leaderboard_rows(state: SearchState, library: Library, run: RunLayout | None = None) -> list[dict]:
     """Finished models, best score first (ties: earlier finished first); ``pareto`` marks the front."""
     ranked = sorted(state.finished, key=lambda h: -state.candidates[h].score)
     front = front_members(state)
     extra = _extra_objectives(state)
     return [{"rank": rank, "model_hash": h, "score": state.candidates[h].score, "parameters": state.candidates[h].parameters,
              **{name: state.candidates[h].objectives.get(name) for name in extra}, "pareto": "yes" if h in front else "",
-             "method": state.candidates[h].method, "neighbor": state.candidates[h].neighbor or "",
+             "method": state.candidates[h].method, "neighbor": state.candidates[h].neighbor or "", "weights": _weights(run, h),
              "model_dict": json.dumps(library.model_dict(h), separators=(",", ":"))} for rank, h in enumerate(ranked, 1)]
 
 
@@ -80,13 +87,14 @@ def _number(value: object) -> str:
 
 
 def _markdown(rows: list[dict], failed: int, extra: list[str], objectives: str) -> str:
-    lines = ["| rank | model | score | parameters | " + "".join(f"{name} | " for name in extra) + "Pareto | found by | model dict |",
-             "|---:|---|---:|---:|" + "---:|" * len(extra) + "---|---|---|"]
+    objectives = "".join(f"{name} | " for name in extra)
+    lines = [f"| rank | model | score | parameters | {objectives}Pareto | found by | weights | model dict |",
+             "|---:|---|---:|---:|" + "---:|" * len(extra) + "---|---|---|---|"]
     for row in rows:
         params = f"{row['parameters']:,}" if row["parameters"] else "?"
         values = "".join(f"{_number(row[name])} | " for name in extra)
         lines.append(f"| {row['rank']} | `{row['model_hash'][:12]}` | {row['score']:.2f} | {params} | {values}"
-                     f"{'**yes**' if row['pareto'] else ''} | {row['method']} | `{row['model_dict']}` |")
+                     f"{'**yes**' if row['pareto'] else ''} | {row['method']} | {row['weights'] or '-'} | `{row['model_dict']}` |")
     lines.append("\nPareto: no other evaluated model is at least as good in every objective"
                  f" ({objectives}) and better in one.")
     if failed:
@@ -97,12 +105,16 @@ def _markdown(rows: list[dict], failed: int, extra: list[str], objectives: str) 
 def write_tables(run: RunLayout, state: SearchState, library: Library) -> None:
     """history.csv, leaderboard.csv and leaderboard.md (cheap: after every result)."""
     _write_text(run.history, _csv(history_rows(state), HISTORY_COLUMNS))
-    rows = leaderboard_rows(state, library)
+    rows = leaderboard_rows(state, library, run)
     columns = leaderboard_columns(state)
     _write_text(run.leaderboard_csv, _csv(rows, columns))
     names = objectives_of(state).names
-    _write_text(run.leaderboard_md, _markdown(rows, len(state.failed()), list(columns[4:columns.index("pareto")]),
-                                              ", ".join(names) if len(names) > 1 else "score and parameters"))
+    text = _markdown(rows, len(state.failed()), list(columns[4:columns.index("pareto")]),
+                     ", ".join(names) if len(names) > 1 else "score and parameters")
+    if any(row["weights"] for row in rows):
+        text += (f"\nEach trained model's weights are in {run.root}/<weights>; export the best as loadable folders with "
+                 f"model cards: `python -m flexibert.export_models --run_dir {run.root} --top 3`\n")
+    _write_text(run.leaderboard_md, text)
 
 
 def write_plots(run: RunLayout, state: SearchState, library: Library) -> list[Path]:
