@@ -27,7 +27,14 @@ from flexibert.training.checkpoints import CheckpointOnSignal, clear_checkpoints
 from flexibert.training.distributed import is_main_process, log
 from flexibert.training.model_source import open_tokenizer, saved_model_config
 from flexibert.training.results import count_parameters, finite_or_none
-from flexibert.training.settings import ConfigurationError, TrainerSettings, check_at_least_one, training_arguments
+from flexibert.training.settings import (
+    ConfigurationError,
+    TrainerSettings,
+    check_at_least_one,
+    check_not_negative,
+    check_range,
+    training_arguments,
+)
 from flexibert.utils.cli import HelpFormatter, add_flags, from_flags, setting
 from flexibert.utils.files import write_json_atomic
 
@@ -66,7 +73,7 @@ class FinetuneTraining(TrainerSettings):
     gradient_accumulation_steps: int = setting(1, "batches per optimizer step")
     per_device_eval_batch_size: int = setting(128, "evaluation batch size per device")
     learning_rate: float = setting(2e-5, "peak AdamW learning rate (linear decay)")
-    max_steps: int = setting(-1, "optimizer steps; when > 0 it overrides --num_train_epochs")
+    max_steps: int = setting(-1, "optimizer steps; when given (> 0) it overrides --num_train_epochs; -1: not given")
     save_steps: int = setting(500, "checkpoint every N steps; a re-run resumes from the last one")
     save_total_limit: int = setting(2, "checkpoints kept while training")
     logging_steps: int = setting(50, "log the training loss every N steps")
@@ -88,10 +95,14 @@ class FinetuneTraining(TrainerSettings):
 
     def check(self) -> None:
         super().check()
-        if self.max_steps <= 0 and self.num_train_epochs <= 0:
-            raise ConfigurationError("nothing to train: give --num_train_epochs > 0 or --max_steps > 0")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigurationError(f"--warmup_ratio {self.warmup_ratio} must be in [0, 1)")
+        if self.max_steps != -1 and self.max_steps < 1:  # -1: not given, train for --num_train_epochs
+            raise ConfigurationError(f"--max_steps {self.max_steps} must be at least 1 (it then overrides --num_train_epochs); "
+                                     "leave the flag out (default -1) to train for --num_train_epochs")
+        check_not_negative(self, "num_train_epochs")
+        if self.max_steps == -1 and self.num_train_epochs == 0:
+            raise ConfigurationError("nothing to train: --num_train_epochs is 0 and --max_steps is not given; "
+                                     "give --num_train_epochs > 0 or --max_steps > 0")
+        check_range(self, "warmup_ratio", low=0, high=1, high_open=True)
         check_at_least_one(self, "max_seq_length", "max_train_samples", "max_eval_samples")
 
     def trainer_kwargs(self) -> dict[str, Any]:

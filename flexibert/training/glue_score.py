@@ -43,6 +43,7 @@ def score_model(settings: GlueScoreSettings) -> dict:
     """Fine-tune (or reuse) every task, then write and return the combined results."""
     start = time.perf_counter()
     tasks = list(dict.fromkeys(get_task(name).name for name in settings.tasks))
+    settings.check()  # before the first task starts: every task would fail on the same setting
     output = Path(settings.output_dir)
     per_task = {}
     main_process = is_main_process()

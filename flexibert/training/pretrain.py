@@ -28,7 +28,14 @@ from flexibert.training.checkpoints import (
 )
 from flexibert.training.model_source import BuiltModel, ModelSource, build_model, open_tokenizer
 from flexibert.training.results import count_parameters, finite_or_none, perplexity
-from flexibert.training.settings import ConfigurationError, TrainerSettings, check_at_least_one, training_arguments
+from flexibert.training.settings import (
+    ConfigurationError,
+    TrainerSettings,
+    check_at_least_one,
+    check_not_negative,
+    check_range,
+    training_arguments,
+)
 from flexibert.utils.cli import HelpFormatter, add_flags, from_flags, setting
 from flexibert.utils.files import write_json_atomic
 
@@ -69,7 +76,7 @@ class PretrainTraining(TrainerSettings):
     adam_beta1: float = setting(0.9, "AdamW beta1")
     adam_beta2: float = setting(0.98, "AdamW beta2")
     adam_epsilon: float = setting(1e-6, "AdamW epsilon")
-    max_grad_norm: float = setting(1.0, "gradient clipping norm")
+    max_grad_norm: float = setting(1.0, "gradient clipping norm; 0: no clipping")
     eval_steps: int = setting(0, "evaluate every this many steps; 0: only at the end")
     report_to: str = setting("none", "experiment trackers for the Trainer's logs (e.g. tensorboard, wandb) or 'none'")
 
@@ -78,14 +85,25 @@ class PretrainTraining(TrainerSettings):
                 "adam_beta2": self.adam_beta2, "adam_epsilon": self.adam_epsilon, "max_grad_norm": self.max_grad_norm,
                 "report_to": self.report_to, "eval_strategy": "steps" if self.eval_steps else "no", "eval_steps": self.eval_steps or None}
 
+    def check(self) -> None:
+        super().check()
+        check_at_least_one(self, "max_steps")  # pretraining is counted in steps only (fine-tuning may give epochs instead)
+        check_not_negative(self, "warmup_steps", "adam_epsilon", "max_grad_norm", "eval_steps")
+        check_range(self, "adam_beta1", "adam_beta2", low=0, high=1, high_open=True)
+
 
 @dataclass(kw_only=True)
 class PretrainSettings(PretrainTraining, PretrainOutput, PretrainData, ModelSource):
     """Everything a pretraining run needs: the flags of pretrain_flexibert.py."""
 
     def check(self) -> None:
+        """The Trainer's settings, then the data's and the model's numbers (before anything is loaded or created)."""
         super().check()
-        check_at_least_one(self, "max_steps")  # pretraining is counted in steps only (fine-tuning may give epochs instead)
+        check_range(self, "mlm_probability", low=0, high=1, low_open=True, high_open=True)
+        check_at_least_one(self, "max_seq_length", "max_eval_samples", "max_position_embeddings")
+        if self.max_seq_length > self.max_position_embeddings:
+            raise ConfigurationError(f"--max_seq_length {self.max_seq_length} exceeds --max_position_embeddings "
+                                     f"{self.max_position_embeddings}; lower --max_seq_length or raise --max_position_embeddings")
 
 
 FLAG_GROUPS = (("model (one of --model_hash and --model_dict)", ModelSource), ("data", PretrainData), ("output", PretrainOutput),
@@ -114,9 +132,6 @@ def load_pretraining_data(settings: PretrainSettings, tokenizer: PreTrainedToken
     if length != settings.max_seq_length:
         raise ConfigurationError(f"{path} holds sequences of {length} tokens but --max_seq_length is {settings.max_seq_length}; "
                                  f"pass --max_seq_length {length} or {fix}")
-    if settings.max_seq_length > settings.max_position_embeddings:
-        raise ConfigurationError(f"--max_seq_length {settings.max_seq_length} exceeds --max_position_embeddings "
-                                 f"{settings.max_position_embeddings}")
     vocab = read_preparation(path).get("vocab_size")
     if vocab is not None and vocab != len(tokenizer):
         raise ConfigurationError(f"{path} was tokenised with a vocabulary of {vocab} tokens but --tokenizer {settings.tokenizer} has "
