@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DesignSpaceError, LibraryFileError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    library.save(output)
+    try:
+        library.save(output)  # atomic: a failed write leaves no file
+    except OSError as err:
+        print(f"error: cannot write {output}: {err.strerror or err}; choose another --dataset_file", file=sys.stderr)
+        return 2
     meta = library.metadata
     print(f"saved {len(library):,} models with {meta['embedding_size']}-d embeddings and {meta['num_neighbors']} neighbours "
           f"to {output} in {time.perf_counter() - start:.1f} s (embedding fidelity: Spearman {meta['fidelity_spearman']:.3f})")

@@ -169,37 +169,37 @@ class Library:
 
     @classmethod
     def load(cls, path: str | Path) -> Library:
-        """Read a library file (ours or the original's); errors say what is wrong with it."""
+        """Read a library file (ours or the original's); a LibraryFileError names the file, the field at fault and the fix."""
         path = Path(path)
-        if not path.is_file():
-            raise LibraryFileError(f"{path}: no such library file; build one with embeddings/generate_library.py")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise LibraryFileError(f"{path}: not valid JSON ({err}); the file may be truncated, rebuild it with --overwrite") from err
+        data = _read_json(path)
         if not isinstance(data, dict) or not {"model_dicts", "hashes"} <= set(data):
             raise LibraryFileError(f"{path}: not a FlexiBERT library (a JSON object with the columns {list(COLUMNS)})")
-        count = len(data["model_dicts"])
-        for column in ("hashes", "embeddings", "neighbors", "performances"):
-            if column in data and len(data[column]) != count:
-                raise LibraryFileError(f"{path}: column '{column}' has {len(data[column])} entries, 'model_dicts' has {count}")
-        version = data.get("metadata", {}).get("format_version", FORMAT_VERSION)
-        if version > FORMAT_VERSION:
-            raise LibraryFileError(f"{path}: format version {version} is newer than this FlexiBERT reads ({FORMAT_VERSION}); upgrade")
-        embeddings = data.get("embeddings") or [None]
-        neighbors = data.get("neighbors") or [None]
-        return cls(
-            model_dicts=data["model_dicts"],
-            hashes=data["hashes"],
-            design_space=data.get("design_space"),
-            ops_list=data.get("ops_list"),
-            dataset=data.get("dataset"),
-            embeddings=np.asarray(data["embeddings"], dtype=float) if all(e is not None for e in embeddings) and count else None,
-            neighbors=data["neighbors"] if all(n is not None for n in neighbors) and count else None,
-            performances=list(data.get("performances") or [None] * count),
-            metadata=dict(data.get("metadata", {})),
-        )
-
+        metadata = _checked_metadata(path, data)
+        columns = _checked_columns(path, data)
+        count = len(columns["model_dicts"])
+        embeddings = _checked_embeddings(path, columns["embeddings"]) if count else None
+        neighbors = _checked_neighbors(path, columns["neighbors"], columns["hashes"]) if count else None
+        for name, kinds, what in (("design_space", dict, "an object"), ("ops_list", list, "an array of op names"),
+                                  ("dataset", str, "a GLUE task name")):
+            if data.get(name) is not None and not isinstance(data[name], kinds):
+                raise LibraryFileError(f"{path}: field '{name}' is {_json_type(data[name])}, not {what} (or null); {REBUILD}")
+        if data.get("ops_list") is not None and not all(isinstance(op, str) for op in data["ops_list"]):
+            raise LibraryFileError(f"{path}: field 'ops_list' holds something other than op names (strings); {REBUILD}")
+        try:
+            return cls(
+                model_dicts=columns["model_dicts"],
+                hashes=columns["hashes"],
+                design_space=data.get("design_space"),
+                ops_list=data.get("ops_list"),
+                dataset=data.get("dataset"),
+                embeddings=embeddings,
+                neighbors=neighbors,
+                performances=list(columns["performances"] or [None] * count),
+                metadata=dict(metadata),
+            )
+        except (ValueError, KeyError, TypeError) as err:  # model dicts that are not architectures (read for the op list)
+            raise LibraryFileError(f"{path}: column 'model_dicts' holds a model dict that is not an architecture ({err}); "
+                                   f"{REBUILD}") from None
 
 def vocabulary(model_dicts: Sequence[dict]) -> list[str]:
     """Node labels used by some models, in first-seen order (the op list of a library without a design space)."""
@@ -219,6 +219,138 @@ def hash_all(model_dicts: Sequence[dict], n_jobs: int = 1) -> list[str]:
             return list(tqdm(chunks, total=len(model_dicts), desc="hashing", unit="model"))
     return [model_hash(d) for d in tqdm(model_dicts, desc="hashing", unit="model", disable=len(model_dicts) < 2000)]
 
+
+REBUILD = "the file was edited, cut short or not written by FlexiBERT: rebuild it with embeddings/generate_library.py --overwrite"
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number",
+               type(None): "null"}
+
+
+def _json_type(value: object) -> str:
+    """What a parsed JSON value is, in JSON's words (``an array``, ``a string``, ...), for error messages."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _read_json(path: Path) -> object:
+    """The parsed content of a library file; a LibraryFileError when it is missing, unreadable, binary or not JSON."""
+    if path.is_dir():
+        raise LibraryFileError(f"{path}: is a folder, not a library file; give the JSON file built by embeddings/generate_library.py")
+    if not path.is_file():
+        raise LibraryFileError(f"{path}: no such library file; build one with embeddings/generate_library.py")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise LibraryFileError(f"{path}: cannot read the library file ({err.strerror}); check its permissions") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise LibraryFileError(f"{path}: not a library file: not UTF-8 text at byte offset {err.start} (binary or corrupted content); "
+                               "give the JSON file built by embeddings/generate_library.py, or rebuild it with --overwrite") from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError; so is a number too long to convert
+        raise LibraryFileError(f"{path}: not valid JSON ({err}); the file may be truncated, rebuild it with --overwrite") from None
+
+
+def _checked_metadata(path: Path, data: dict) -> dict:
+    """The ``metadata`` object (empty in the original's files), its format version checked."""
+    metadata = data.get("metadata")
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise LibraryFileError(f"{path}: field 'metadata' is {_json_type(metadata)}, not an object; {REBUILD}")
+    version = metadata.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise LibraryFileError(f"{path}: field 'metadata.format_version' is {json.dumps(version)} ({_json_type(version)}), "
+                               f"not a whole number >= 1; {REBUILD}")
+    if version > FORMAT_VERSION:
+        raise LibraryFileError(f"{path}: format version {version} is newer than this FlexiBERT reads ({FORMAT_VERSION}); upgrade")
+    return metadata
+
+
+def _checked_columns(path: Path, data: dict) -> dict[str, list | None]:
+    """The per-model columns: lists of one entry per model (the optional ones may be absent or null)."""
+    columns: dict[str, list | None] = {}
+    for name in ("model_dicts", "hashes", "embeddings", "neighbors", "performances"):
+        value = data.get(name)
+        if value is None and name not in ("model_dicts", "hashes"):
+            columns[name] = None
+            continue
+        if not isinstance(value, list):
+            raise LibraryFileError(f"{path}: column '{name}' is {_json_type(value)}, not an array with one entry per model; {REBUILD}")
+        columns[name] = value
+    count = len(columns["model_dicts"])
+    for name in ("hashes", "embeddings", "neighbors", "performances"):
+        if columns[name] is not None and len(columns[name]) != count:
+            raise LibraryFileError(f"{path}: column '{name}' has {len(columns[name])} entries, 'model_dicts' has {count}; the columns "
+                                   f"must be parallel lists (entry i of each is model i): {REBUILD}")
+    _check_entries(path, "model_dicts", columns["model_dicts"], lambda d: isinstance(d, dict), "an object (a model dict)")
+    _check_entries(path, "hashes", columns["hashes"], lambda h: isinstance(h, str), "a string (a model hash)")
+    if columns["performances"] is not None:
+        _check_entries(path, "performances", columns["performances"],
+                       lambda p: p is None or (isinstance(p, (int, float)) and not isinstance(p, bool)), "a number or null")
+    seen: dict[str, int] = {}
+    for position, digest in enumerate(columns["hashes"]):
+        if digest in seen:
+            raise LibraryFileError(f"{path}: column 'hashes' lists model {digest} twice (entries {seen[digest]} and {position}); "
+                                   f"{REBUILD}")
+        seen[digest] = position
+    return columns
+
+
+def _check_entries(path: Path, name: str, entries: list, valid, what: str) -> None:
+    for position, entry in enumerate(entries):
+        if not valid(entry):
+            raise LibraryFileError(f"{path}: column '{name}' entry {position} is {_json_type(entry)}, not {what}; {REBUILD}")
+
+
+def _all_or_none(path: Path, name: str, rows: list | None) -> bool:
+    """Whether the column holds a value for every model (False: it is absent or all null, as in a stage-1 file)."""
+    if rows is None:
+        return False
+    missing = [row is None for row in rows]
+    if all(missing):
+        return False
+    if any(missing):
+        raise LibraryFileError(f"{path}: column '{name}' is null for entry {missing.index(True)} but not for entry "
+                               f"{missing.index(False)}; every model needs one, or none: {REBUILD}")
+    return True
+
+
+def _checked_embeddings(path: Path, rows: list | None) -> np.ndarray | None:
+    """The (N, d) embeddings: every row an array of d >= 1 finite numbers."""
+    if not _all_or_none(path, "embeddings", rows):
+        return None
+    _check_entries(path, "embeddings", rows, lambda row: isinstance(row, list), "an array of numbers (an embedding)")
+    size = len(rows[0])
+    for position, row in enumerate(rows):
+        if len(row) != size or not row:
+            raise LibraryFileError(f"{path}: column 'embeddings' entry {position} has {len(row)} values but entry 0 has {size}; "
+                                   f"every model needs an embedding of the same size (>= 1): {REBUILD}")
+    matrix = np.asarray(rows)
+    if matrix.dtype.kind not in "iuf":
+        raise LibraryFileError(f"{path}: column 'embeddings' holds something other than numbers; {REBUILD}")
+    matrix = matrix.astype(float)
+    if not np.isfinite(matrix).all():
+        position = int(np.argmin(np.isfinite(matrix).all(axis=1)))
+        raise LibraryFileError(f"{path}: column 'embeddings' entry {position} holds NaN or infinite values; {REBUILD}")
+    return matrix
+
+
+def _checked_neighbors(path: Path, rows: list | None, hashes: list[str]) -> list[list[str]] | None:
+    """Every model's neighbours: an array of hashes of models in the library."""
+    if not _all_or_none(path, "neighbors", rows):
+        return None
+    _check_entries(path, "neighbors", rows, lambda row: isinstance(row, list), "an array of model hashes (its neighbours)")
+    try:
+        named = set().union(*rows)
+    except TypeError:  # an object or array where a hash belongs
+        raise LibraryFileError(f"{path}: column 'neighbors' holds something other than model hashes (strings); {REBUILD}") from None
+    unknown = named - set(hashes)
+    if unknown:
+        stranger = next(iter(sorted(unknown, key=str)))
+        raise LibraryFileError(f"{path}: column 'neighbors' names {json.dumps(stranger)}, which is not a model hash of this library "
+                               f"(column 'hashes'); {REBUILD}")
+    return rows
 
 @lru_cache(maxsize=2)
 def _library(path: str, mtime: float | None) -> Library:

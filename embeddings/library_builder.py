@@ -20,14 +20,31 @@ from embeddings.neighbors import NEIGHBOR_METHODS
 KERNELS = ("GraphEditDistance",)
 
 
+def at_least(minimum: int):
+    """An argparse ``type``: a whole number >= ``minimum`` (argparse turns a refusal into its one-line error, naming the flag)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
 def add_embedding_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the dissimilarity, embedding and neighbours, shared with flexibert/hierarchical.py."""
     parser.add_argument("--kernel", default="GraphEditDistance", choices=KERNELS,
                         help="dissimilarity: the original's edit-cost model, as the cost of a near-optimal edit path (>= exact GED)")
     parser.add_argument("--algo", default="MDS", choices=EMBEDDING_METHODS,
                         help="MDS: landmark MDS; GD: landmark MDS refined by gradient descent on sampled pairs (no better measured)")
-    parser.add_argument("--embedding_size", type=int, default=16, help="embedding dimension")
-    parser.add_argument("--num_neighbors", type=int, default=100, help="neighbours stored per model (clipped to N-1)")
+    parser.add_argument("--embedding_size", type=at_least(1), default=16, help="embedding dimension (at least 1)")
+    parser.add_argument("--num_neighbors", type=at_least(1), default=100,
+                        help="neighbours stored per model (at least 1; clipped to N-1)")
     parser.add_argument("--neighbor_method", default="biased", choices=NEIGHBOR_METHODS,
                         help="biased: longest shared layer prefix first, then embedding distance; distance: embedding distance")
 
@@ -43,19 +60,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "instead of enumerating the design space")
     parser.add_argument("--dataset_file", help="output library JSON (default: dataset/<name of the YAML or JSON>.json)")
     parser.add_argument("--dataset", choices=GLUE_TASK_NAMES, help="GLUE task the library is for (stored in the file)")
-    parser.add_argument("--layers_per_stack", type=int, default=2, help="consecutive layers that share all choices")
+    parser.add_argument("--layers_per_stack", type=at_least(1), default=2, help="consecutive layers that share all choices")
     parser.add_argument("--heterogeneous_feed_forward", action="store_true", help="every FF sub-layer picks its own width")
     add_embedding_arguments(parser)
     parser.add_argument("--diss_mat_file", help="precomputed N x N dissimilarity matrix (.npy) in library order, instead of --kernel")
-    parser.add_argument("--seed", type=int, default=0, help="seed of landmarks and gradient descent (same seed, same file)")
-    parser.add_argument("--n_jobs", type=int, default=1, help="processes for hashing")
+    parser.add_argument("--seed", type=at_least(0), default=0,
+                        help="seed of landmarks and gradient descent (same seed, same file)")
+    parser.add_argument("--n_jobs", type=at_least(1), default=1, help="processes for hashing")
     parser.add_argument("--overwrite", action="store_true", help="replace --dataset_file if it exists")
     args = parser.parse_args(argv)
     if not args.design_space_file and not args.model_dicts:
         parser.error("give --design_space_file (enumerate a design space) or --model_dicts (an explicit list)")
     if args.dataset_file is None:
         args.dataset_file = str(Path("dataset") / f"{Path(args.model_dicts or args.design_space_file).stem}.json")
+    problem = output_problem(Path(args.dataset_file))
+    if problem:
+        parser.error(f"--dataset_file {args.dataset_file}: {problem}")
+    if args.diss_mat_file and not Path(args.diss_mat_file).is_file():
+        what = "is a folder" if Path(args.diss_mat_file).is_dir() else "no such file"
+        parser.error(f"--diss_mat_file {args.diss_mat_file}: {what}; give the N x N dissimilarity matrix saved with numpy.save "
+                     "(.npy), or leave the flag out to compute the distances")
     return args
+
+
+def output_problem(path: Path) -> str | None:
+    """Why a library cannot be written at ``path`` (a folder, or under a file), else None; checked before any work."""
+    if path.is_dir():
+        return f"is a folder; give a file name for the library, e.g. {path / 'library.json'}"
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is a file, not a folder; choose another output path"
+    return None
 
 
 def read_model_dicts(path: str) -> list[dict]:
@@ -89,12 +124,33 @@ def build(args: argparse.Namespace) -> Library:
 
 def build_library(args: argparse.Namespace) -> Library:
     """The library of ``args`` with its embeddings and neighbours (dissimilarities from --diss_mat_file when given)."""
+    distances = read_dissimilarities(args.diss_mat_file) if args.diss_mat_file else None  # a bad file fails before any work
     library = build(args)
-    distances = None
-    if args.diss_mat_file:
-        distances = MatrixDistances(np.load(args.diss_mat_file))
+    if distances is not None:
         if len(distances) != len(library):
             size = len(distances)
             raise ValueError(f"{args.diss_mat_file}: matrix is {size} x {size} but the library has {len(library)} models")
     library.build_embeddings(args.embedding_size, args.algo, args.num_neighbors, args.neighbor_method, args.seed, distances)
     return library
+
+
+def read_dissimilarities(path: str) -> MatrixDistances:
+    """The square matrix of finite, non-negative dissimilarities in ``path`` (a .npy file); a ValueError says what is wrong."""
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+        if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):  # neither .npy nor .npz: numpy would call it pickled data
+            raise ValueError("it does not start with numpy's .npy header")
+        matrix = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"--diss_mat_file {path}: not a matrix saved with numpy.save ({err})") from None
+    if not isinstance(matrix, np.ndarray):  # an .npz archive
+        matrix.close()
+        raise ValueError(f"--diss_mat_file {path}: an .npz archive, not one matrix; save the N x N matrix alone with numpy.save")
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or not matrix.size:
+        raise ValueError(f"--diss_mat_file {path}: a dissimilarity matrix must be N x N, got shape {matrix.shape}")
+    if matrix.dtype.kind not in "iuf":
+        raise ValueError(f"--diss_mat_file {path}: holds {matrix.dtype} values, not numbers")
+    if not np.isfinite(matrix).all() or (matrix < 0).any():
+        raise ValueError(f"--diss_mat_file {path}: holds NaN, infinite or negative dissimilarities")
+    return MatrixDistances(matrix.astype(float, copy=False))

@@ -89,23 +89,38 @@ class Journal:
         """All complete events; an unterminated last line (cut by a kill) is dropped and, with ``repair``, cut from the file.
 
         Only the run's controller (which holds the lock) may repair: a reader beside a live search
-        (the hierarchical step, a report) would cut the line the controller is writing.
+        (the hierarchical step, a report) would cut the line the controller is writing. Every line is
+        replayed as it is read, so a line that is not an event, or that no earlier line makes sense of
+        (a result for a model no round proposed), is a RunDirError naming the file and the line.
         """
         if not self.path.exists():
             return []
-        raw = self.path.read_bytes()
+        try:
+            raw = self.path.read_bytes()
+        except OSError as err:
+            raise RunDirError(f"{self.path}: cannot read the journal ({err.strerror}); check the run folder") from None
         complete, _, partial = raw.rpartition(b"\n")
         if partial and repair:
             with open(self.path, "r+b") as handle:
                 handle.truncate(len(complete) + 1 if complete else 0)
-        events = []
-        for number, line in enumerate(complete.decode("utf-8").splitlines(), 1):
+        events, state = [], SearchState()
+        for number, line in enumerate(complete.split(b"\n"), 1):
             if not line.strip():
                 continue
+            fix = (f"if the journal was edited or corrupted, fix line {number}, or delete it and every later line to resume from "
+                   "before it, or start a new --run_dir")
             try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise RunDirError(f"{self.path}:{number} is not valid JSON ({err}); the journal was edited or corrupted") from None
+                event = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise RunDirError(f"{self.path}:{number}: byte {err.start + 1} of the line is not UTF-8 text (binary data); "
+                                  f"{fix}") from None
+            except ValueError as err:  # a JSONDecodeError
+                raise RunDirError(f"{self.path}:{number} is not valid JSON ({err}); {fix}") from None
+            try:
+                state.apply(event)
+            except RunDirError as err:
+                raise RunDirError(f"{self.path}:{number}: {err}; {fix}") from None
+            events.append(event)
         return events
 
 
@@ -169,17 +184,46 @@ class SearchState:
         return state
 
     def apply(self, event: dict) -> None:
+        """Take one journal event into the state; a RunDirError says what is wrong with an event that cannot be applied."""
+        if not isinstance(event, dict):
+            raise RunDirError(f"the line is {self._json_type(event)}, not a journal event (a JSON object with an 'event' field)")
+        if "event" not in event:
+            raise RunDirError(f"the line has no 'event' field (one of {', '.join(kind.value for kind in Event)})")
         try:
             kind = Event(event["event"])
-        except ValueError:
+        except (ValueError, TypeError):
             raise RunDirError(f"unknown journal event {event['event']!r}; was this run folder written by a newer FlexiBERT?") from None
-        self._APPLY[kind](self, event)
+        try:
+            self._APPLY[kind](self, event)
+        except KeyError as err:
+            raise RunDirError(f"the {kind.value!r} event has no {err.args[0]!r} field") from None
+        except (TypeError, AttributeError, IndexError, ValueError) as err:
+            raise RunDirError(f"the {kind.value!r} event is malformed ({err})") from None
+
+    @staticmethod
+    def _json_type(value: object) -> str:
+        """What a parsed JSON value is, in JSON's words (``an array``, ``a string``, ...)."""
+        names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+        return "null" if value is None else names.get(type(value), type(value).__name__)
+
+    def _candidate(self, event: dict) -> Candidate:
+        """The candidate an event is about, which an earlier round must have proposed."""
+        model_hash = event["model_hash"]
+        if not isinstance(model_hash, str) or model_hash not in self.candidates:
+            raise RunDirError(f"the {event['event']!r} event names model {model_hash!r}, which no earlier 'round' event proposed")
+        return self.candidates[model_hash]
 
     def _apply_run(self, event: dict) -> None:
+        if not isinstance(event["config"], dict):
+            raise RunDirError(f"the 'run' event's config is {self._json_type(event['config'])}, not an object")
         self.config = self.config or event["config"]  # the first run's settings; a resume must match them
         self.stopped = None
 
     def _apply_round(self, event: dict) -> None:
+        if isinstance(event["round"], bool) or not isinstance(event["round"], int) or not isinstance(event["proposals"], list):
+            raise RunDirError("the 'round' event needs a whole-number 'round' and an array of 'proposals'")
+        if not all(isinstance(p, dict) and isinstance(p.get("model_hash"), str) for p in event["proposals"]):
+            raise RunDirError("the 'round' event has a proposal that is not an object with a 'model_hash' string")
         self.rounds = event["round"] + 1
         self.strategy_state = event.get("strategy_state", {})
         for proposal in event["proposals"]:
@@ -187,22 +231,30 @@ class SearchState:
                 proposal["model_hash"], proposal["method"], event["round"], proposal.get("neighbor"))
 
     def _apply_submit(self, event: dict) -> None:
-        self.candidates[event["model_hash"]].attempts.append(Attempt(event["attempt"], event["token"], event.get("log")))
+        self._candidate(event).attempts.append(Attempt(event["attempt"], event["token"], event.get("log")))
 
     def _apply_launched(self, event: dict) -> None:
-        self.candidates[event["model_hash"]].attempts[-1].job_id = event["job_id"]
+        candidate = self._candidate(event)
+        if not candidate.attempts:
+            raise RunDirError(f"the 'launched' event names model {candidate.model_hash!r}, which no earlier 'submit' event submitted")
+        candidate.attempts[-1].job_id = event["job_id"]
 
     def _end_attempt(self, event: dict, outcome: str) -> Candidate:
-        candidate = self.candidates[event["model_hash"]]
+        candidate = self._candidate(event)
         if candidate.open_attempt is not None:
             candidate.open_attempt.outcome = outcome
         return candidate
 
     def _apply_finish(self, event: dict) -> None:
+        score, objectives = event["score"], event.get("objectives")
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise RunDirError(f"the 'finish' event's score is {score!r}, not a number")
+        if objectives is not None and not isinstance(objectives, dict):
+            raise RunDirError(f"the 'finish' event's objectives are {self._json_type(objectives)}, not an object")
         candidate = self._end_attempt(event, "finished")
-        candidate.score, candidate.wall_s, candidate.parameters = event["score"], event.get("wall_s"), event.get("parameters")
+        candidate.score, candidate.wall_s, candidate.parameters = score, event.get("wall_s"), event.get("parameters")
         # Runs journaled before objectives existed optimised the score alone.
-        candidate.objectives = event.get("objectives") or {"glue": event["score"]}
+        candidate.objectives = objectives or {"glue": score}
         self.finished.append(candidate.model_hash)
 
     def _apply_attempt_failed(self, event: dict) -> None:
@@ -212,7 +264,7 @@ class SearchState:
         self._end_attempt(event, "cancelled")
 
     def _apply_fail(self, event: dict) -> None:
-        self.candidates[event["model_hash"]].failed_reason = event["reason"]
+        self._candidate(event).failed_reason = event["reason"]
 
     def _apply_stop(self, event: dict) -> None:
         self.stopped = event["reason"]
