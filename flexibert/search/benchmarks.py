@@ -46,6 +46,19 @@ def _columns(entry: dict) -> dict:
     return {**extra, **entry["scores"]}
 
 
+def _check_entry(path: str, number: int, entry: object) -> None:
+    """One entry that can be indexed: an object with a "scores" object and its model (a "model_hash" or a "model_dict")."""
+    what = f"{path}: entry #{number}"
+    if not isinstance(entry, dict):
+        raise BenchmarkError(f"{what} is a JSON {type(entry).__name__}, not an object; each entry is "
+                             '{"model_dict": ..., "scores": {"glue": ...}}')
+    if not isinstance(entry.get("scores"), dict):
+        has = f"its keys: {', '.join(entry) or 'none'}" if "scores" not in entry else f"\"scores\" is {entry['scores']!r}"
+        raise BenchmarkError(f"{what} has no \"scores\" object ({has}); each entry needs its scores, e.g. \"scores\": {{\"glue\": 81.2}}")
+    if not entry.get("model_hash") and not isinstance(entry.get("model_dict"), dict):
+        raise BenchmarkError(f"{what} names no model (no \"model_hash\" and no \"model_dict\"; its keys: {', '.join(entry)})")
+
+
 @lru_cache(maxsize=4)
 def _benchmark_index(path: str, mtime: float) -> tuple[dict[str, dict], int]:
     """``{hash: scores}`` of a benchmark file and how many architectures it lists more than once (hashed once per process).
@@ -53,12 +66,20 @@ def _benchmark_index(path: str, mtime: float) -> tuple[dict[str, dict], int]:
     An architecture listed twice was trained twice: its scores are repeated measurements of one model,
     so the search sees their mean (not whichever entry came last).
     """
-    data = json.loads(Path(path).read_text())
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise BenchmarkError(f"{path} is not valid JSON ({err}): the file may be truncated (an interrupted write); "
+                             "write it again") from None
     entries = data.get("entries") if isinstance(data, dict) else None
     if not isinstance(entries, list):
-        raise BenchmarkError(f"{path}: expected {{\"entries\": [{{\"model_dict\": ..., \"scores\": {{...}}}}, ...]}}")
+        found = f"a JSON {type(data).__name__}" if not isinstance(data, dict) else f"an object with the keys {', '.join(data) or 'none'}"
+        wrap = " (if the list holds the entries, write it as {\"entries\": LIST})" if isinstance(data, list) else ""
+        raise BenchmarkError(f"{path} holds {found}, not a benchmark file: expected "
+                             f"{{\"entries\": [{{\"model_dict\": ..., \"scores\": {{...}}}}, ...]}}{wrap}")
     measured: dict[str, list[dict]] = {}
-    for entry in entries:
+    for number, entry in enumerate(entries):
+        _check_entry(path, number, entry)
         # An entry's "model_hash", when present, saves hashing every model dict (seconds for 10,000 models).
         measured.setdefault(entry.get("model_hash") or compute_model_hash(entry["model_dict"]), []).append(_columns(entry))
     repeated = sum(len(scores) > 1 for scores in measured.values())
@@ -73,8 +94,7 @@ def benchmark_index(path: str | Path) -> tuple[dict[str, dict], int]:
 
 def benchmark_columns(path: str | Path, model_hash: str) -> dict:
     """Every numeric column of one model's entry (its scores, and fields such as ``time_to_train``); {} if it is not there."""
-    return {k: v for k, v in benchmark_index(path)[0].get(model_hash, {}).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {k: v for k, v in benchmark_index(path)[0].get(model_hash, {}).items() if is_number(v)}
 
 
 def benchmark_score(path: str | Path, metric: str, model_hash: str) -> float:
@@ -83,9 +103,18 @@ def benchmark_score(path: str | Path, metric: str, model_hash: str) -> float:
     if scores is None:
         raise BenchmarkError(f"model {model_hash} is not in the benchmark file {path}; a benchmark must score every model "
                              "the search can propose (build the library from the benchmark's models with --model_dicts)")
-    if metric not in scores or not isinstance(scores[metric], (int, float)):
+    value = scores.get(metric)
+    if not is_number(value):
         raise BenchmarkError(f"model {model_hash} in {path} has no numeric score {metric!r} (it has: {', '.join(scores) or 'none'})")
-    return float(scores[metric])
+    if not math.isfinite(value):  # e.g. a training that diverged: the model is recorded as failed, as in a training search
+        raise BenchmarkError(f"model {model_hash} in {path} has the score {metric!r} {value}, not a finite number: the benchmark "
+                             "records its training as failed")
+    return float(value)
+
+
+def is_number(value: object) -> bool:
+    """A JSON number (not a boolean); NaN and infinity included."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 OP_VALUE = {"sa": 1.0, "c": 0.6, "l": 0.3}

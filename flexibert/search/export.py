@@ -36,7 +36,8 @@ def chosen_models(state: SearchState, top: int = 1, front: bool = False, hashes:
             raise ExportError(f"no finished model of this run starts with {', '.join(unknown)}; see its leaderboard.md")
         return [next(s for s in scores if s.startswith(h)) for h in hashes]
     pool = front_members(state) if front else set(scores)
-    return sorted(pool, key=lambda h: -scores[h])[:top]
+    finished = {h: i for i, h in enumerate(scores)}  # equal scores: the earlier finished first, as on the leaderboard
+    return sorted(pool, key=lambda h: (-scores[h], finished[h]))[:top]
 
 
 def _loadable_files(folder: Path) -> list[Path]:

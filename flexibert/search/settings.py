@@ -8,18 +8,22 @@ that decides what is proposed or how models are scored (fixed_settings()).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 from pathlib import Path
 
 from flexibert.cluster import add_executor_arguments
-from flexibert.data.glue import GLUE_TASKS
+from flexibert.data.glue import GLUE_TASKS, GlueError, get_task
 from flexibert.data.glue_metrics import DEFAULT_TASKS
 from flexibert.models.configuration_flexibert import FlexiBERTConfig
 from flexibert.search.layout import RunLayout
 from flexibert.search.objectives import CONSTRAINT_FLAGS, ObjectiveError, ObjectiveSet
 from flexibert.search.strategies import STRATEGIES
+from flexibert.training.glue_score import GlueScoreSettings
 from flexibert.training.glue_score import parse_args as glue_parse_args
+from flexibert.training.pretrain import PretrainSettings
 from flexibert.training.pretrain import parse_args as pretrain_parse_args
+from flexibert.training.settings import ConfigurationError
 from flexibert.utils.cli import HelpFormatter
 
 # Settings a resumed run must share with the run it continues: they decide what is proposed and how models are scored.
@@ -39,8 +43,8 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     search.add_argument("--run_dir", help="folder for everything the run writes (default: runs/<strategy>_<task>_seed<seed>)")
     search.add_argument("--task", default="glue", choices=("glue", *GLUE_TASKS),
                         help="score models by the GLUE score over --glue_tasks, or by one task's dev score")
-    search.add_argument("--glue_tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK",
-                        help="tasks averaged into the GLUE score when --task glue")
+    search.add_argument("--glue_tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK", type=glue_task_name,
+                        help=f"tasks averaged into the GLUE score when --task glue (of: {' '.join(GLUE_TASKS)})")
     search.add_argument("--strategy", choices=list(STRATEGIES), default="boshnas", help="how the next models are chosen")
     search.add_argument("--num_init", type=int, default=10, help="random models evaluated before the strategy takes over")
     search.add_argument("--budget", type=int, default=50, help="models to evaluate in all (failed ones count)")
@@ -117,6 +121,16 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     return args
 
 
+def glue_task_name(name: str) -> str:
+    """A --glue_tasks name the jobs accept (data/glue.py's get_task: sst2, SST-2, ...), kept as given; an unknown one fails at
+    argparse time with the valid names, not in every job after its pretraining."""
+    try:
+        get_task(name)
+    except GlueError:
+        raise argparse.ArgumentTypeError(f"unknown GLUE task {name!r}; choose from {', '.join(GLUE_TASKS)}") from None
+    return name
+
+
 def _check_objectives(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Objectives that parse, caps that are positive, and a strategy that can optimise that many objectives."""
     longest = FlexiBERTConfig().max_position_embeddings
@@ -138,15 +152,37 @@ def _check_objectives(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(f"--strategy {args.strategy} optimises one objective; for --objectives {' '.join(args.objectives)} use one of: {able}")
 
 
-def check_training_args(args: argparse.Namespace) -> None:
-    """Parse the flags each job will get now, so a typo fails here and not in every job."""
+def job_settings(args: argparse.Namespace) -> tuple[PretrainSettings, GlueScoreSettings]:
+    """The settings each job's pretraining and GLUE scoring will parse from its flags, parsed now (a typo fails here)."""
+    parsed = []
     for name, parse, argv in (("--pretrain_args", pretrain_parse_args, ["--model_dict", "{}", *job_pretrain_args(args)]),
                               ("--finetune_args", glue_parse_args, ["--model_name_or_path", "x", "--output_dir", "x",
                                                                     *job_finetune_args(args)])):
         try:
-            parse(argv)
+            parsed.append(parse(argv))
         except SystemExit as err:
             raise SearchError(f"{name} holds flags that the job's script rejects (its message is above)") from err
+    return parsed[0], parsed[1]
+
+
+def check_training_args(args: argparse.Namespace) -> None:
+    """The jobs' flags parse and their values pass the checks each job runs first (numbers only, nothing is loaded), so a
+    wrong value fails here and not in every job. Mixed precision is checked against this machine's GPU only when the jobs
+    run on it (not under SLURM, whose nodes may differ from the controller's)."""
+    pretrain, finetune = job_settings(args)
+    for name, settings in (("--pretrain_args", pretrain), ("--finetune_args", finetune)):
+        if args.executor == "slurm":  # the nodes' GPUs, not this machine's: only "one of the two" is checked here
+            if settings.bf16 and settings.fp16:
+                raise SearchError(f"{name}: choose one of --bf16 and --fp16")
+            settings = dataclasses.replace(settings, bf16=False, fp16=False)
+        try:
+            settings.check()
+        except ConfigurationError as err:
+            raise SearchError(f"{name}: {err}") from None
+    if finetune.max_seq_length > pretrain.max_position_embeddings:
+        raise SearchError(f"--finetune_args --max_seq_length {finetune.max_seq_length} exceeds the models' max_position_embeddings "
+                          f"{pretrain.max_position_embeddings} (pretraining's --max_position_embeddings): every fine-tuning would "
+                          "fail; lower it in --finetune_args")
 
 
 def job_pretrain_args(args: argparse.Namespace) -> list[str]:
