@@ -13,6 +13,27 @@ The math follows the original FlexiBERT (Tuli et al., JAIR 2022) with its known 
 self-attention heads contribute their context, no unused parameters are created (``W`` only for
 ``wma``, ``key`` only where it is read, the position table only for absolute positions), and the
 pad id comes from the tokenizer.
+
+Outputs follow the transformers conventions: ``return_dict``, ``output_attentions`` and
+``output_hidden_states`` default to the config, ``attn_implementation`` is ``'sdpa'`` (default) or
+``'eager'``. With ``output_attentions`` every layer returns one (batch, heads, L, L) tensor:
+
+* ``sa`` and hetero layers: the softmax probabilities over all their heads (hetero ``l``/``c`` heads
+  have zero content scores, so theirs come from the relative-position scores alone, and are uniform
+  over the unmasked tokens with absolute positions: that is the attention they really apply);
+* ``l`` layers: the probabilities of their position-only attention, broadcast to every head (softmax
+  of the relative-key scores, or uniform over unmasked tokens with absolute positions); the DFT/DCT
+  term added beside it is neither per head nor a probability and is not part of it;
+* ``c`` layers: as transformers' ConvBERT (head_ratio 2), the probabilities of the n/2 attending heads,
+  so the tensor has n/2 heads; the n/2 convolution heads mix tokens with their dynamic kernels only.
+
+``config.num_attention_heads`` is the largest head count of any layer and
+``config.num_attention_heads_per_layer`` lists each layer's ``n`` (see the config).
+
+Gradient checkpointing (``gradient_checkpointing_enable``) checkpoints every encoder layer in training.
+``torch.export`` / ``torch.compile`` trace the forward with a dynamic sequence length (input checks that
+read tensor values are skipped while tracing); bound an exported length by ``max_position_embeddings``,
+e.g. ``Dim("length", max=config.max_position_embeddings)``.
 """
 
 from __future__ import annotations
@@ -42,9 +63,17 @@ from flexibert.models.weight_transfer import transfer_weights
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
-def _spectral_matrices(kind: str, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Cached transform matrices for length ``n``: DCT-II (n, n), or [cos; sin] DFT (2, n, n)."""
+def _is_tracing() -> bool:
+    """True under torch.compile / torch.export / jit tracing, where data-dependent Python checks must not run."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5
+    return torch.compiler.is_compiling() or exporting() or torch.jit.is_tracing()
+
+
+def _build_spectral_matrices(kind: str, n, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Transform matrices for length ``n``: DCT-II (n, n), or [cos; sin] DFT (2, n, n).
+
+    Plain tensor ops on ``n``, so export and torch.compile can trace them with a symbolic (dynamic) length.
+    """
     k = torch.arange(n, dtype=torch.float64)
     if kind == "dct":  # unnormalised DCT-II: 2 * sum_t x[t] cos(pi k (2t+1) / 2n)
         mat = 2 * torch.cos(math.pi * k[:, None] * (2 * k[None, :] + 1) / (2 * n))
@@ -52,6 +81,17 @@ def _spectral_matrices(kind: str, n: int, device: torch.device, dtype: torch.dty
         angle = 2 * math.pi * torch.outer(k, k).remainder(n) / n
         mat = torch.stack([torch.cos(angle), torch.sin(angle)])
     return mat.to(device=device, dtype=dtype)
+
+
+_cached_spectral_matrices = functools.lru_cache(maxsize=64)(_build_spectral_matrices)
+
+
+def _spectral_matrices(kind: str, n, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Cached per length in eager mode; rebuilt in the graph when tracing (a Python cache keyed on a
+    symbolic length would specialise the graph to one length or break it)."""
+    if _is_tracing() or not isinstance(n, int):
+        return _build_spectral_matrices(kind, n, device, dtype)
+    return _cached_spectral_matrices(kind, n, device, dtype)
 
 
 def spectral_mix(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -85,17 +125,19 @@ def relative_key_scores(query: torch.Tensor, table: torch.Tensor) -> torch.Tenso
     """``R[b,h,l,r] = query[b,h,l] . table[l - r + P - 1]`` for a (2P-1, a) distance table.
 
     One matmul against the 2L-1 distances that occur, ordered from L-1 down to -(L-1); row l of the
-    result then holds its L scores contiguously from column L-1-l, so ``R`` is a strided view of it
-    (the "skew" trick): no (L, L, a) tensor and no index tensor.
+    result then holds its L scores contiguously from column L-1-l. Padding each row to 2L columns and
+    re-reading the flattened scores from offset L-1 with rows of 2L-1 lines those up (the "skew"
+    trick): no (L, L, a) tensor, no index tensor, and only reshapes/slices, which export and
+    torch.compile trace with a dynamic length.
     """
     length = query.shape[-2]
     max_positions = (table.shape[0] + 1) // 2
     distances = table[max_positions - length : max_positions + length - 1].flip(0)  # distance L-1 .. -(L-1)
-    scores = (query @ distances.T).contiguous()  # (B, H, L, 2L-1)
+    scores = query @ distances.T  # (B, H, L, 2L-1)
     batch, heads = scores.shape[:2]
     row = 2 * length - 1
-    return scores.as_strided((batch, heads, length, length), (heads * length * row, length * row, row - 1, 1),
-                             scores.storage_offset() + length - 1)
+    flat = F.pad(scores, (0, 1)).reshape(batch, heads, length * (row + 1))
+    return flat[..., length - 1 : length - 1 + length * row].reshape(batch, heads, length, row)[..., :length]
 
 
 def attend(
@@ -106,15 +148,18 @@ def attend(
     keep: torch.Tensor | None,
     dropout_p: float,
     need_weights: bool,
+    use_sdpa: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """softmax(query key^T / sqrt(a) + bias, masked) value, with ``query=None`` meaning zero raw scores.
 
-    Uses ``scaled_dot_product_attention`` unless the probabilities are asked for or there are no
-    raw scores (linear-transform heads).
+    With ``use_sdpa`` (``attn_implementation="sdpa"``) it calls ``scaled_dot_product_attention``,
+    falling back to the explicit softmax when the probabilities are asked for (as BERT does) or when
+    there are no raw scores (position-only heads); ``use_sdpa=False`` (``"eager"``) is always explicit.
+    The probabilities, when asked for, are (B, H, L, L) with H the heads of ``value``.
     """
     if bias is not None and keep is not None:
         bias = bias.masked_fill(~keep, torch.finfo(bias.dtype).min)
-    if query is not None and not need_weights:
+    if use_sdpa and query is not None and not need_weights:
         mask = bias if bias is not None else keep
         return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p), None
     length = key.shape[-2]
@@ -127,7 +172,10 @@ def attend(
         scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
     probs = scores.softmax(-1)
     context = F.dropout(probs, dropout_p) @ value
-    return context, probs if need_weights else None
+    if not need_weights:
+        return context, None
+    # Position-only scores are shared by all heads (and, with absolute positions, by the batch): broadcast.
+    return context, probs.expand(value.shape[0], value.shape[1], length, length)
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -147,6 +195,7 @@ class _Mixer(nn.Module):
 
     def __init__(self, config: FlexiBERTConfig, head_size: int):
         super().__init__()
+        self.config = config  # read at call time: ``_attn_implementation`` may change after init
         self.head_size = head_size
         self.dropout_p = config.attention_probs_dropout_prob
         self.relative = config.position_embedding_type == "relative_key"
@@ -162,6 +211,14 @@ class _Mixer(nn.Module):
     @property
     def attention_dropout(self) -> float:
         return self.dropout_p if self.training else 0.0
+
+    @property
+    def use_sdpa(self) -> bool:
+        """``attn_implementation`` 'sdpa' (the default) or anything else, which means the explicit 'eager' path."""
+        return self.config._attn_implementation in (None, "sdpa")
+
+    def attend(self, query, key, value, bias, keep, need_weights):
+        return attend(query, key, value, bias, keep, self.attention_dropout, need_weights, self.use_sdpa)
 
 
 class SelfAttentionMixer(_Mixer):
@@ -180,7 +237,7 @@ class SelfAttentionMixer(_Mixer):
         bias = self.relative_bias(q)
         if hasattr(self, "W"):
             q = q @ self.W
-        context, probs = attend(q, k, v, bias, keep, self.attention_dropout, need_weights)
+        context, probs = self.attend(q, k, v, bias, keep, need_weights)
         return merge_heads(context), probs
 
 
@@ -198,7 +255,7 @@ class LinearTransformMixer(_Mixer):
     def forward(self, x, keep, need_weights):
         v = split_heads(self.value(x), self.num_heads)
         bias = self.relative_bias(split_heads(self.query(x), self.num_heads)) if self.relative else None
-        context, probs = attend(None, v, v, bias, keep, self.attention_dropout, need_weights)
+        context, probs = self.attend(None, v, v, bias, keep, need_weights)
         return merge_heads(context) + spectral_mix(x, self.transform), probs
 
 
@@ -222,7 +279,7 @@ class ConvBertMixer(_Mixer):
         batch, length, _ = x.shape
         q_flat = self.query(x)
         q, k, v = (split_heads(t, self.half_heads) for t in (q_flat, self.key(x), self.value(x)))
-        context, probs = attend(q, k, v, self.relative_bias(q), keep, self.attention_dropout, need_weights)
+        context, probs = self.attend(q, k, v, self.relative_bias(q), keep, need_weights)
         kernels = self.conv_kernel_layer(self.key_conv_attn_layer(x) * q_flat)
         kernels = kernels.view(batch, length, self.half_heads, self.kernel).transpose(1, 2).softmax(-1)
         conv = dynamic_conv(split_heads(self.conv_out_layer(x), self.half_heads), kernels)
@@ -315,7 +372,7 @@ class HeteroMixer(_Mixer):
             if hasattr(self, "W"):
                 weighted = torch.einsum("bhld,hde->bhle", q[:, self.wma_heads], self.W)
                 content_q = content_q.index_copy(1, self.wma_heads, weighted)
-        context, probs = attend(content_q, k, v, bias, keep, self.attention_dropout, need_weights)
+        context, probs = self.attend(content_q, k, v, bias, keep, need_weights)
         for kind, idx in self.transforms.items():
             if idx:
                 context = _add_heads(context, idx, spectral_mix(v[:, idx], kind))
@@ -408,13 +465,17 @@ class FlexiBERTEncoder(nn.Module):
         specs = config.layers
         widths = [spec.hidden for spec in specs[1:]] + [None]
         self.layer = nn.ModuleList(FlexiBERTLayer(config, spec, nxt) for spec, nxt in zip(specs, widths, strict=True))
+        self.gradient_checkpointing = False  # set by PreTrainedModel.gradient_checkpointing_enable()
 
     def forward(self, x, keep, output_attentions=False, output_hidden_states=False):
         hidden_states, attentions = [], []
         for layer in self.layer:
             if output_hidden_states:
                 hidden_states.append(x)
-            x, probs = layer(x, keep, output_attentions)
+            if self.gradient_checkpointing and self.training:
+                x, probs = self._gradient_checkpointing_func(layer.__call__, x, keep, output_attentions)
+            else:
+                x, probs = layer(x, keep, output_attentions)
             attentions.append(probs)
         if output_hidden_states:
             hidden_states.append(x)
@@ -456,6 +517,19 @@ class FlexiBERTPreTrainedModel(PreTrainedModel):
     base_model_prefix = "bert"
     # The losses are plain means, so Trainer must scale them for gradient accumulation and DDP itself.
     accepts_loss_kwargs = False
+    supports_gradient_checkpointing = True
+    # 'sdpa' (default) and 'eager'; see ``attend`` for what each computes.
+    _supports_sdpa = True
+    # The MLM decoder is never tied to the input embeddings (their widths may differ).
+    _tied_weights_keys: dict[str, str] = {}
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        """``set_attn_implementation`` works: the token mixers read ``config._attn_implementation`` at call time.
+
+        (transformers' source heuristic only recognises models that dispatch through ``AttentionInterface``.)
+        """
+        return True
 
     def _init_weights(self, module):
         """BERT's init (normal 0.02, zero biases, unit LayerNorm) plus the parameters FlexiBERT adds."""
@@ -479,9 +553,14 @@ class FlexiBERTPreTrainedModel(PreTrainedModel):
 
 
 def _check_inputs(config: FlexiBERTConfig, input_ids, inputs_embeds, token_type_ids) -> None:
+    """Clear errors for bad inputs; under torch.compile/export the data-dependent check is skipped and
+    the length limit becomes a ``torch._check`` (no guard on a dynamic length)."""
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("pass exactly one of input_ids and inputs_embeds")
     length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+    if _is_tracing():
+        torch._check(length <= config.max_position_embeddings)
+        return
     if length > config.max_position_embeddings:
         raise ValueError(
             f"input has {length} tokens but the model supports at most max_position_embeddings="
@@ -526,17 +605,30 @@ class FlexiBERTModel(FlexiBERTPreTrainedModel):
         **kwargs,
     ):
         _check_inputs(self.config, input_ids, inputs_embeds, token_type_ids)
+        output_attentions, output_hidden_states, return_dict = _output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict
+        )
         keep = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # An all-ones mask is dropped in eager mode (faster unmasked SDPA); when tracing the mask is
+        # always applied, which gives the same result without a data-dependent branch.
+        if attention_mask is not None and (_is_tracing() or not bool(attention_mask.all())):
             keep = attention_mask.bool()[:, None, None, :]
-        hidden_flag = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         x = self.embeddings(input_ids, token_type_ids, inputs_embeds)
-        x, hidden_states, attentions = self.encoder(x, keep, bool(output_attentions), bool(hidden_flag))
+        x, hidden_states, attentions = self.encoder(x, keep, output_attentions, output_hidden_states)
         pooled = self.pooler(x) if hasattr(self, "pooler") else None
         output = BaseModelOutputWithPooling(
             last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states, attentions=attentions
         )
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
+
+
+def _output_flags(config: FlexiBERTConfig, output_attentions, output_hidden_states, return_dict) -> tuple[bool, bool, bool]:
+    """Call arguments win; ``None`` falls back to the config, as in every transformers model."""
+    return (
+        bool(output_attentions if output_attentions is not None else config.output_attentions),
+        bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states),
+        bool(return_dict if return_dict is not None else config.return_dict),
+    )
 
 
 class Pooler(nn.Module):
@@ -595,6 +687,10 @@ class FlexiBERTForMaskedLM(FlexiBERTPreTrainedModel):
     def get_output_embeddings(self):
         return self.cls.predictions.decoder
 
+    def set_output_embeddings(self, new_embeddings):
+        """Used by ``resize_token_embeddings``, which resizes the input table and this decoder separately."""
+        self.cls.predictions.decoder = new_embeddings
+
     def forward(
         self,
         input_ids=None,
@@ -607,17 +703,26 @@ class FlexiBERTForMaskedLM(FlexiBERTPreTrainedModel):
         return_dict=None,
         **kwargs,
     ):
-        out = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, output_attentions, output_hidden_states)
+        output_attentions, output_hidden_states, return_dict = _output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict
+        )
+        out = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, output_attentions, output_hidden_states, return_dict=True)
         logits = self.cls(out.last_hidden_state)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1), ignore_index=-100)
         output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
 
 
 class FlexiBERTForSequenceClassification(FlexiBERTPreTrainedModel):
-    """Encoder + pooler + dropout + linear classifier; regression (MSE) when ``num_labels == 1``."""
+    """Encoder + pooler + dropout + linear classifier.
+
+    The loss follows ``config.problem_type``: ``'regression'`` (MSE), ``'single_label_classification'``
+    (cross-entropy on class ids) or ``'multi_label_classification'`` (BCE-with-logits on float multi-hot
+    labels). When it is ``None`` it is inferred per call as in BERT: ``num_labels == 1`` is regression,
+    integer labels single-label, anything else multi-label (the config is not modified).
+    """
 
     def __init__(self, config: FlexiBERTConfig, transfer_mode: str = "OD"):
         super().__init__(config)
@@ -641,16 +746,36 @@ class FlexiBERTForSequenceClassification(FlexiBERTPreTrainedModel):
         return_dict=None,
         **kwargs,
     ):
-        out = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, output_attentions, output_hidden_states)
+        output_attentions, output_hidden_states, return_dict = _output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict
+        )
+        out = self.bert(input_ids, attention_mask, token_type_ids, inputs_embeds, output_attentions, output_hidden_states, return_dict=True)
         logits = self.classifier(self.dropout(out.pooler_output))
-        loss = None
-        if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
-            else:
-                loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        loss = None if labels is None else self._loss(logits, labels)
         output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
-        return output if return_dict is not False else output.to_tuple()
+        return output if return_dict else output.to_tuple()
+
+    def _problem_type(self, labels: torch.Tensor) -> str:
+        """``config.problem_type``, or the one BERT would infer for these labels."""
+        if self.config.problem_type is not None:
+            return self.config.problem_type
+        if self.num_labels == 1:
+            return "regression"
+        if labels.dtype in (torch.long, torch.int):
+            return "single_label_classification"
+        return "multi_label_classification"
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        problem = self._problem_type(labels)
+        if problem == "regression":
+            if self.num_labels == 1:
+                return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+            return F.mse_loss(logits, labels.to(logits.dtype))
+        if problem == "single_label_classification":
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        if problem == "multi_label_classification":
+            return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        raise ValueError(f"unknown problem_type {problem!r}")
 
 
 __all__ = [
