@@ -31,14 +31,18 @@ def module_name(path: Path) -> str:
 
 
 def imported_modules(path: Path) -> set[str]:
-    """Every flexibert/embeddings module a file imports (at any depth of the file, lazy imports included)."""
+    """Every flexibert/embeddings module a file imports (at any depth of the file, lazy and relative imports included)."""
     found = set()
+    package = module_name(path).split(".") if path.name == "__init__.py" else module_name(path).split(".")[:-1]
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or node.level):
+            # "from .x import y" in flexibert/models/ is "from flexibert.models.x import y".
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
     return {name for name in found if name.split(".")[0] in ("flexibert", "embeddings")}
 
 

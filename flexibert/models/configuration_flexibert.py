@@ -2,6 +2,9 @@
 
 Kept apart from the modeling file and free of torch, so that code which only reasons about
 architectures (weight-transfer overlap, parameter layouts, the search) can build configs cheaply.
+
+``save_pretrained`` of the models copies this file next to the weights (see "Loading without the
+package" in modeling_flexibert.py), so it imports only transformers and the model-dict format.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
-from embeddings.model_dict import BERT_TINY_DICT, LayerSpec, parse_model_dict
+try:  # code saved next to the weights: model_dict.py was copied beside this file
+    from .model_dict import BERT_TINY_DICT, LayerSpec, parse_model_dict
+except ImportError:  # in the package: the format's one home is embeddings/model_dict.py
+    from embeddings.model_dict import BERT_TINY_DICT, LayerSpec, parse_model_dict
 
 
 class _InstanceOrClassMethod:

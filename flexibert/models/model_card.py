@@ -32,7 +32,8 @@ def _load_snippet(folder_name: str, classes: str) -> str:
     return ("```python\nimport flexibert  # registers FlexiBERT with transformers' Auto classes\n"
             "from transformers import AutoModel, AutoTokenizer\n\n"
             f"model = AutoModel.from_pretrained(\"{folder_name}\")  # or {classes}\n"
-            f"tokenizer = AutoTokenizer.from_pretrained(\"{folder_name}\")\n```\n")
+            f"tokenizer = AutoTokenizer.from_pretrained(\"{folder_name}\")\n"
+            f"# without the flexibert package: AutoModel.from_pretrained(\"{folder_name}\", trust_remote_code=True)\n```\n")
 
 
 def model_card(model_dict: dict, parameters: int, name: str, scores: dict[str, float] | None = None,

@@ -34,6 +34,20 @@ Gradient checkpointing (``gradient_checkpointing_enable``) checkpoints every enc
 ``torch.export`` / ``torch.compile`` trace the forward with a dynamic sequence length (input checks that
 read tensor values are skipped while tracing); bound an exported length by ``max_position_embeddings``,
 e.g. ``Dim("length", max=config.max_position_embeddings)``.
+
+Loading without the package: by default ``save_pretrained`` writes the code next to the weights (this
+file, configuration_flexibert.py and the model-dict format, model_dict.py) and an ``auto_map`` in
+config.json, as transformers does for models registered with ``register_for_auto_class``, so that
+``AutoModel.from_pretrained(folder, trust_remote_code=True)`` (or ``AutoModelForMaskedLM`` /
+``AutoModelForSequenceClassification``) works where only torch and transformers are installed. It is
+the default because every folder our tools write (pretraining, fine-tuning, search, export) should load
+anywhere; opt out with ``save_pretrained(folder, save_code=False)`` or, for all saves,
+``FlexiBERTPreTrainedModel.save_code = False``. Where the package is imported its registered classes
+win: ``from_pretrained`` without ``trust_remote_code`` uses them, and folders saved without the code
+(no ``auto_map``) load as before. To keep the saved files a closed set, they import only torch,
+transformers, the standard library and each other (relative imports); the model-dict format keeps its
+one home in embeddings/model_dict.py (the graph library needs it without torch) and is imported from a
+sibling copy only when one is there. Weight transfer (``load_model_from_source``) needs the package.
 """
 
 from __future__ import annotations
@@ -41,6 +55,10 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
+import shutil
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -54,9 +72,12 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
 )
 
-from embeddings.model_dict import HeadSpec, LayerSpec, parse_model_dict
-from flexibert.models.configuration_flexibert import FlexiBERTConfig
-from flexibert.models.weight_transfer import transfer_weights
+from .configuration_flexibert import FlexiBERTConfig
+
+try:  # code saved next to the weights: model_dict.py was copied beside this file
+    from .model_dict import HeadSpec, LayerSpec, parse_model_dict
+except ImportError:  # in the package: the format's one home is embeddings/model_dict.py
+    from embeddings.model_dict import HeadSpec, LayerSpec, parse_model_dict
 
 # --------------------------------------------------------------------------------------------
 # Operations
@@ -549,7 +570,64 @@ class FlexiBERTPreTrainedModel(PreTrainedModel):
 
     def load_model_from_source(self, source: PreTrainedModel, seed: int = 0):
         """Warm-start this model from ``source`` (weight transfer in ``self.transfer_mode``); returns a report."""
+        # Imported here, inside ``try`` (which transformers' import check skips): code saved with a model
+        # loads without the package and only this method needs it.
+        try:
+            from flexibert.models.weight_transfer import transfer_weights
+        except ImportError as err:
+            raise ImportError("load_model_from_source needs the flexibert package (weight transfer is not saved with a model)") from err
         return transfer_weights(self, source, mode=getattr(self, "transfer_mode", "OD"), seed=seed)
+
+    save_code: bool = True
+    """Whether ``save_pretrained`` writes the code and ``auto_map`` beside the weights (see the module docstring)."""
+
+    def save_pretrained(self, save_directory, *args, save_code: bool | None = None, **kwargs):
+        """transformers' ``save_pretrained``, plus the code that loads the folder without the package.
+
+        ``save_code`` (default: the class attribute ``save_code``, True) copies modeling_flexibert.py,
+        configuration_flexibert.py and model_dict.py into the folder and sets ``config.auto_map``;
+        ``save_code=False`` writes neither and drops a stale ``auto_map`` so config.json never names
+        missing files.
+        """
+        save_code = self.save_code if save_code is None else save_code
+        if kwargs.get("is_main_process", True) and not os.path.isfile(save_directory):
+            _set_auto_map(self.config, save_code)
+            if save_code:  # first; a push_to_hub=True save uploads them all the same (_get_files_timestamps)
+                os.makedirs(save_directory, exist_ok=True)
+                for source in _code_files():
+                    shutil.copyfile(source, Path(save_directory) / source.name)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _get_files_timestamps(self, working_dir):
+        """The files of ``working_dir`` before a ``push_to_hub=True`` save; the code files count as new so they are uploaded."""
+        names = {path.name for path in _code_files()}
+        return {name: stamp for name, stamp in super()._get_files_timestamps(working_dir).items() if name not in names}
+
+
+def _code_files() -> list[Path]:
+    """This file and its relative imports: the closed set of files saved next to the weights."""
+    return [Path(sys.modules[obj.__module__].__file__) for obj in (FlexiBERTPreTrainedModel, FlexiBERTConfig, LayerSpec)]
+
+
+def _auto_map() -> dict[str, str]:
+    """``auto_map`` entries (``module.Class``) of the saved code, for every Auto class FlexiBERT registers."""
+    model_file, config_file, _ = (path.stem for path in _code_files())
+    classes = {"AutoModel": FlexiBERTModel, "AutoModelForMaskedLM": FlexiBERTForMaskedLM,
+               "AutoModelForSequenceClassification": FlexiBERTForSequenceClassification}
+    models = {auto: f"{model_file}.{cls.__name__}" for auto, cls in classes.items()}
+    return {"AutoConfig": f"{config_file}.{FlexiBERTConfig.__name__}", **models}
+
+
+def _set_auto_map(config: FlexiBERTConfig, save_code: bool) -> None:
+    """Add FlexiBERT's ``auto_map`` entries to ``config`` (``save_code``) or remove them, keeping any others."""
+    ours = _auto_map()
+    auto_map = {key: value for key, value in (getattr(config, "auto_map", None) or {}).items() if key not in ours}
+    if save_code:
+        auto_map.update(ours)
+    if auto_map:
+        config.auto_map = auto_map
+    elif hasattr(config, "auto_map"):
+        del config.auto_map
 
 
 def _check_inputs(config: FlexiBERTConfig, input_ids, inputs_embeds, token_type_ids) -> None:

@@ -17,8 +17,9 @@ from flexibert.search.layout import RunLayout
 from flexibert.search.objectives import front_members
 from flexibert.utils.files import replaced_folder
 
-# What a loadable model folder needs; checkpoints, logs and training results stay behind.
-KEPT_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
+# What a loadable model folder needs (.py: the code saved with the model, to load it without the package);
+# checkpoints, logs and training results stay behind.
+KEPT_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model", ".py")
 LEFT_BEHIND = ("pretrain_results.json", "trainer_state.json", "training_args.bin", "all_results.json", "train_results.json",
                "eval_results.json")
 
