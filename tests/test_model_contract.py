@@ -428,3 +428,20 @@ def test_spectral_matrices_are_built_per_length_when_traced():
 class _Spectral(torch.nn.Module):
     def forward(self, x):
         return modeling_flexibert.spectral_mix(x, "dft")
+
+
+# Batching ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", MODELS)
+def test_batching_equivalence(tester, cls):
+    """Each row of a batch gives what the model gives for that row alone (padding included: the same inputs)."""
+    model = tester.model(cls, num_labels=3) if cls is FlexiBERTForSequenceClassification else tester.model(cls)
+    inputs = tester.inputs(batch=3)
+    with torch.no_grad():
+        together = model(**inputs, output_hidden_states=True)
+        for row in range(3):
+            alone = model(**{key: value[row : row + 1] for key, value in inputs.items()}, output_hidden_states=True)
+            torch.testing.assert_close(alone.hidden_states[-1][0], together.hidden_states[-1][row], atol=1e-5, rtol=1e-5)
+            first = alone.to_tuple()[0]
+            torch.testing.assert_close(first[0], together.to_tuple()[0][row], atol=1e-5, rtol=1e-5)
