@@ -8,6 +8,9 @@ positions) and FlexiBERT with its default relative-key scores. Targets: FlexiBER
 relative/absolute cost <= 1.3.
 Table 2: time of one encoder layer per operation type (h=256, 4 heads, FF 1024), relative to the
 ``sa``/``sdp`` layer. Target: every ratio <= 2.
+Table 3: gradient checkpointing (activation memory kept for the backward pass, eager vs checkpointed,
+and the training-time cost) and ``torch.compile`` (inference speed-up over eager), for BertModel and
+FlexiBERT with the same setting (``--settings_sizes``, default BERT-Mini).
 """
 
 from __future__ import annotations
@@ -99,6 +102,58 @@ def model_table(args) -> list[str]:
     return rows
 
 
+def saved_activation_bytes(model, inputs) -> int:
+    """Bytes the forward pass keeps for the backward pass (what gradient checkpointing trades for recomputation).
+
+    Counted with autograd's saved-tensor hooks, so it works on any device; weights kept for the
+    backward count too, alike with and without checkpointing.
+    """
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = model(**inputs)
+    out.last_hidden_state.float().pow(2).mean().backward()
+    model.zero_grad(set_to_none=True)
+    return total
+
+
+def settings_table(args) -> list[str]:
+    """Gradient checkpointing (activation memory saved, training time cost) and torch.compile (inference speed-up),
+    for BertModel and FlexiBERT (BERT-equivalent and relative-key) with the same setting."""
+    rows = ["| dims | model | activations eager -> checkpointed (MB) | memory saved | train time cost of checkpointing "
+            "| torch.compile inference speed-up |", "|---|---|---|---|---|---|"]
+    for name in args.settings_sizes:
+        hidden, layers, heads, ff = SIZES[name]
+        torch.manual_seed(0)
+        bert = BertModel(BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ff))
+        flexi = convert_bert(bert)
+        relative = FlexiBERTModel(FlexiBERTConfig(model_dict=flexi.config.model_dict, vocab_size=bert.config.vocab_size, pad_token_id=0))
+        ids = torch.randint(1, bert.config.vocab_size, (args.batch_size, args.seq_len))
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        for label, model in (("BertModel", bert), ("FlexiBERT (absolute)", flexi), ("FlexiBERT (relative-key)", relative)):
+            rows.append(f"| {name} | {label} | " + _settings_cells(model, inputs, args) + " |")
+    return rows
+
+
+def _settings_cells(model, inputs, args) -> str:
+    eager_bytes = saved_activation_bytes(model, inputs)
+    eager_train = median_seconds({"t": training_step(model, inputs)}, args.repeats)["t"]
+    model.activation_checkpointing_enable()
+    checkpointed_bytes = saved_activation_bytes(model, inputs)
+    checkpointed_train = median_seconds({"t": training_step(model, inputs)}, args.repeats)["t"]
+    model.activation_checkpointing_disable()
+    compiled = torch.compile(model, dynamic=False)
+    inference = median_seconds({"eager": inference_step(model, inputs), "compiled": inference_step(compiled, inputs)}, args.repeats)
+    return (f"{eager_bytes / 2**20:,.1f} -> {checkpointed_bytes / 2**20:,.1f} | {1 - checkpointed_bytes / eager_bytes:.0%} | "
+            f"{checkpointed_train / eager_train:.2f}x | {inference['eager'] / inference['compiled']:.2f}x")
+
+
 def layer_dict(op) -> dict:
     if op is None:
         return {"l": 1, "o": [["sa_sdp_64", "sa_wma_64", "l_dft_64", "c_9_64"]], "h": [256], "f": [[1024]]}
@@ -139,11 +194,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=15, help="timed repetitions per measurement (median reported)")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--settings_sizes", nargs="+", default=["BERT-Mini"], choices=list(SIZES),
+                        help="dims of the gradient-checkpointing and torch.compile table (compiling takes a while on CPU)")
+    parser.add_argument("--skip_settings", action="store_true", help="leave out the gradient-checkpointing and torch.compile table")
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size} x seq {args.seq_len}\n")
     print("\n".join(model_table(args)), flush=True)
     print()
-    print("\n".join(layer_table(args)))
+    print("\n".join(layer_table(args)), flush=True)
+    if not args.skip_settings:
+        print()
+        print("\n".join(settings_table(args)))
 
 
 if __name__ == "__main__":
