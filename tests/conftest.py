@@ -67,3 +67,25 @@ def nasbench_search(nasbench):
         return state
 
     return search
+
+
+WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2"
+
+
+@pytest.fixture(scope="session")
+def tiny_pretraining_inputs():
+    """A maker of real pretraining inputs: the first ``lines`` of WikiText-2 train, a BPE tokenizer of ``vocab_size``
+    trained on them, and the corpus prepared at ``seq`` tokens; returns {"corpus", "tokenizer", "dataset"} paths."""
+    from flexibert import prepare_pretrain_dataset, save_roberta_tokenizer
+
+    def make(work: Path, lines: int, vocab_size: int, seq: int) -> dict[str, Path]:
+        corpus = work / "wiki.train.slice.tokens"
+        corpus.write_text("".join((WIKITEXT / "wiki.train.tokens").read_text(encoding="utf-8").splitlines(keepends=True)[:lines]),
+                          encoding="utf-8")
+        tokenizer = work / "tokenizer"
+        save_roberta_tokenizer.main(["--train_files", str(corpus), "--vocab_size", str(vocab_size), "--output_dir", str(tokenizer)])
+        prepare_pretrain_dataset.main(["--text_files", str(corpus), "--tokenizer", str(work / "tokenizer"), "--max_seq_length", str(seq),
+                                       "--cache_dir", str(work / "hf_cache"), "--output_dir", str(work / "dataset")])
+        return {"corpus": corpus, "tokenizer": work / "tokenizer", "dataset": work / "dataset"}
+
+    return make

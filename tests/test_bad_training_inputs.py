@@ -23,7 +23,6 @@ from flexibert import (
     FlexiBERTForMaskedLM,
     finetune_flexibert,
     glue_score,
-    prepare_pretrain_dataset,
     pretrain_flexibert,
     save_roberta_tokenizer,
 )
@@ -47,25 +46,24 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def corpus(work) -> Path:
-    """The first 400 lines of WikiText-2 train."""
-    lines = WIKITEXT.read_text(encoding="utf-8").splitlines(keepends=True)[:400]
-    path = work / "wiki.slice.tokens"
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
+def inputs(work, tiny_pretraining_inputs) -> dict[str, Path]:
+    """The first 400 lines of WikiText-2 train, a tokenizer of 400 tokens and the corpus."""
+    return tiny_pretraining_inputs(work, 400, 400, SEQ)
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(work, corpus) -> Path:
-    save_roberta_tokenizer.main(["--train_files", str(corpus), "--vocab_size", "400", "--output_dir", str(work / "tokenizer")])
-    return work / "tokenizer"
+def corpus(inputs) -> Path:
+    return inputs["corpus"]
 
 
 @pytest.fixture(scope="module")
-def dataset_dir(work, corpus, tokenizer_dir) -> Path:
-    prepare_pretrain_dataset.main(["--text_files", str(corpus), "--tokenizer", str(tokenizer_dir), "--max_seq_length", str(SEQ),
-                                   "--cache_dir", str(work / "hf_cache"), "--output_dir", str(work / "dataset")])
-    return work / "dataset"
+def tokenizer_dir(inputs) -> Path:
+    return inputs["tokenizer"]
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(inputs) -> Path:
+    return inputs["dataset"]
 
 
 @pytest.fixture(scope="module")

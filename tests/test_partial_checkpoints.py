@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flexibert import prepare_pretrain_dataset, pretrain_flexibert, save_roberta_tokenizer
+from flexibert import pretrain_flexibert
 from flexibert.training.checkpoints import _set_aside, checkpoint_problems, checkpoints_in, resumable_checkpoint, set_aside_in
 from flexibert.training.settings import ConfigurationError
 
@@ -35,14 +35,9 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def argv(work) -> list[str]:
+def argv(work, tiny_pretraining_inputs) -> list[str]:
     """The pretraining command on a small slice of WikiText-2: 8 sequences of 64 tokens per step, a checkpoint every 2 steps."""
-    lines = (WIKITEXT / "wiki.train.tokens").read_text(encoding="utf-8").splitlines(keepends=True)[:1200]
-    corpus = work / "wiki.train.slice.tokens"
-    corpus.write_text("".join(lines), encoding="utf-8")
-    save_roberta_tokenizer.main(["--train_files", str(corpus), "--vocab_size", "1000", "--output_dir", str(work / "tokenizer")])
-    prepare_pretrain_dataset.main(["--text_files", str(corpus), "--tokenizer", str(work / "tokenizer"), "--max_seq_length", str(SEQ),
-                                   "--cache_dir", str(work / "hf_cache"), "--output_dir", str(work / "dataset")])
+    tiny_pretraining_inputs(work, 1200, 1000, SEQ)
     return ["--model_dict", json.dumps(TINY), "--tokenizer", str(work / "tokenizer"), "--dataset_dir", str(work / "dataset"),
             "--max_seq_length", str(SEQ), "--max_steps", str(STEPS), "--warmup_steps", "1", "--learning_rate", "1e-3",
             "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "64", "--gradient_accumulation_steps", "1",

@@ -27,7 +27,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLan
 
 from embeddings.graph import model_hash
 from embeddings.library import Library
-from flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, prepare_pretrain_dataset, pretrain_flexibert, save_roberta_tokenizer
+from flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, prepare_pretrain_dataset, pretrain_flexibert
 from flexibert.data.tokenization import load_tokenizer
 from flexibert.training.checkpoints import checkpoints_in
 from flexibert.training.model_source import build_model
@@ -51,25 +51,24 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def corpus(work) -> Path:
-    """The first 4,000 lines of WikiText-2 train (about 25 articles, 360k BPE tokens at vocab 2,000)."""
-    lines = (WIKITEXT / "wiki.train.tokens").read_text(encoding="utf-8").splitlines(keepends=True)[:4000]
-    path = work / "wiki.train.slice.tokens"
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
+def inputs(work, tiny_pretraining_inputs) -> dict[str, Path]:
+    """The first 4,000 lines of WikiText-2 train (about 25 articles, 360k BPE tokens at vocab 2,000), its tokenizer and corpus."""
+    return tiny_pretraining_inputs(work, 4000, 2000, SEQ)
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(work, corpus) -> Path:
-    save_roberta_tokenizer.main(["--train_files", str(corpus), "--vocab_size", "2000", "--output_dir", str(work / "tokenizer")])
-    return work / "tokenizer"
+def corpus(inputs) -> Path:
+    return inputs["corpus"]
 
 
 @pytest.fixture(scope="module")
-def dataset_dir(work, corpus, tokenizer_dir) -> Path:
-    prepare_pretrain_dataset.main(["--text_files", str(corpus), "--tokenizer", str(tokenizer_dir), "--max_seq_length", str(SEQ),
-                                   "--cache_dir", str(work / "hf_cache"), "--output_dir", str(work / "dataset")])
-    return work / "dataset"
+def tokenizer_dir(inputs) -> Path:
+    return inputs["tokenizer"]
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(inputs) -> Path:
+    return inputs["dataset"]
 
 
 def pretrain_argv(tokenizer_dir: Path, dataset_dir: Path, output: Path, *extra: str) -> list[str]:
