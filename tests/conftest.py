@@ -89,3 +89,25 @@ def tiny_pretraining_inputs():
         return {"corpus": corpus, "tokenizer": work / "tokenizer", "dataset": work / "dataset"}
 
     return make
+
+
+@pytest.fixture(scope="module")
+def pretraining_inputs(request, tmp_path_factory, tiny_pretraining_inputs) -> dict[str, Path]:
+    """The test module's tiny pretraining inputs, sized by its ``PRETRAINING_INPUTS = (lines, vocab_size, seq)``."""
+    lines, vocab_size, seq = request.module.PRETRAINING_INPUTS
+    return tiny_pretraining_inputs(tmp_path_factory.mktemp("pretraining_inputs"), lines, vocab_size, seq)
+
+
+@pytest.fixture(scope="module")
+def corpus(pretraining_inputs) -> Path:
+    return pretraining_inputs["corpus"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(pretraining_inputs) -> Path:
+    return pretraining_inputs["tokenizer"]
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(pretraining_inputs) -> Path:
+    return pretraining_inputs["dataset"]

@@ -37,33 +37,13 @@ pytestmark = [pytest.mark.skipif(not WIKITEXT.is_file(), reason=f"real WikiText-
 needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE" / "train.tsv").is_file(), reason=f"real GLUE TSVs not found in {GLUE_DIR}")
 
 SEQ = 32
+PRETRAINING_INPUTS = (400, 400, SEQ)  # lines of WikiText-2 train, tokenizer vocabulary, sequence length (conftest fixtures)
 TINY = {"l": 1, "o": ["sa"], "h": [32], "n": [2], "f": [[64]], "p": ["sdp"]}
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bad_inputs")
-
-
-@pytest.fixture(scope="module")
-def inputs(work, tiny_pretraining_inputs) -> dict[str, Path]:
-    """The first 400 lines of WikiText-2 train, a tokenizer of 400 tokens and the corpus."""
-    return tiny_pretraining_inputs(work, 400, 400, SEQ)
-
-
-@pytest.fixture(scope="module")
-def corpus(inputs) -> Path:
-    return inputs["corpus"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(inputs) -> Path:
-    return inputs["tokenizer"]
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(inputs) -> Path:
-    return inputs["dataset"]
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ pytestmark = [pytest.mark.skipif(not (WIKITEXT / "wiki.train.tokens").is_file(),
               pytest.mark.usefixtures("one_torch_thread")]
 
 SEQ = 64
+PRETRAINING_INPUTS = (4000, 2000, SEQ)  # lines of WikiText-2 train, tokenizer vocabulary, sequence length (conftest fixtures)
 TINY = {"l": 2, "o": ["sa", "sa"], "h": [64, 64], "n": [2, 2], "f": [[128], [128]], "p": ["sdp", "sdp"]}
 # A neighbour of TINY: a wider first feed-forward layer and a third layer.
 NEIGHBOUR = {"l": 3, "o": ["sa", "sa", "sa"], "h": [64, 64, 64], "n": [2, 2, 2], "f": [[256], [128], [128]], "p": ["sdp", "sdp", "sdp"]}
@@ -48,27 +49,6 @@ STEPS = 300
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("pretraining")
-
-
-@pytest.fixture(scope="module")
-def inputs(work, tiny_pretraining_inputs) -> dict[str, Path]:
-    """The first 4,000 lines of WikiText-2 train (about 25 articles, 360k BPE tokens at vocab 2,000), its tokenizer and corpus."""
-    return tiny_pretraining_inputs(work, 4000, 2000, SEQ)
-
-
-@pytest.fixture(scope="module")
-def corpus(inputs) -> Path:
-    return inputs["corpus"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer_dir(inputs) -> Path:
-    return inputs["tokenizer"]
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(inputs) -> Path:
-    return inputs["dataset"]
 
 
 def pretrain_argv(tokenizer_dir: Path, dataset_dir: Path, output: Path, *extra: str) -> list[str]:
