@@ -22,8 +22,8 @@ import pytest
 from embeddings.library import Library
 from flexibert import prepare_pretrain_dataset, run_boshnas, save_roberta_tokenizer
 from flexibert.search.benchmarks import synthetic_scores
-from flexibert.search.controller import check_training_inputs
 from flexibert.search.settings import parse_args
+from flexibert.search.start_checks import check_training_inputs
 
 SEQ = 32
 MODELS = [{"l": 2, "o": ["sa", "sa"], "h": [64, 64], "n": [2, 2], "f": [[f1], [f2]], "p": ["sdp", "sdp"]}
