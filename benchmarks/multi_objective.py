@@ -36,7 +36,7 @@ from embeddings.library import Library  # noqa: E402
 from flexibert.models.costs import parameter_count  # noqa: E402
 from flexibert.search.comparison import hypervolume_fraction_curve, known_values, mean_and_spread  # noqa: E402
 from flexibert.search.controller import run_search  # noqa: E402
-from flexibert.search.objectives import ObjectiveSet, ParameterCount, Score  # noqa: E402
+from flexibert.search.objectives import ObjectiveSet, ParameterCount, Score, value_matrix  # noqa: E402
 from flexibert.search.pareto import as_minimisation, pareto_mask  # noqa: E402
 from flexibert.search.settings import parse_args as search_args  # noqa: E402
 
@@ -56,14 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def search(library: Path, bench: Path, run_dir: Path, flags: list[str]) -> dict[str, list[float]]:
-    """One inline search (resumed if its folder exists); every finished model's objective values in completion order."""
+def search(library: Path, bench: Path, run_dir: Path, flags: list[str]) -> np.ndarray:
+    """One inline search (resumed if its folder exists); (finished models, objectives) in completion order."""
     argv = ["--dataset_file", str(library), "--benchmark_file", str(bench), "--executor", "inline", "--run_dir", str(run_dir), *flags]
     args = search_args(argv)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "controller.log", "a") as log, contextlib.redirect_stdout(log):
         state = run_search(args)
-    return state.objective_values(ObjectiveSet.from_args(args).names)
+    return value_matrix(state, ObjectiveSet.from_args(args).names)
 
 
 def front_table(curves: dict[str, np.ndarray], budget: int) -> str:
@@ -143,9 +143,8 @@ def main(argv: list[str] | None = None) -> str:
     for strategy in args.strategies:
         runs = []
         for seed in args.seeds:
-            found = search(library_path, bench, args.output_dir / f"front_{strategy}_seed{seed}",
-                           [*common, "--strategy", strategy, "--seed", str(seed)])
-            values = np.array(list(found.values()), dtype=float).reshape(-1, 2)
+            values = search(library_path, bench, args.output_dir / f"front_{strategy}_seed{seed}",
+                            [*common, "--strategy", strategy, "--seed", str(seed)])
             runs.append(hypervolume_fraction_curve(values, every, [True, False], args.budget))
             examples.setdefault(strategy, values)
         curves[strategy] = np.stack(runs)
@@ -157,9 +156,9 @@ def main(argv: list[str] | None = None) -> str:
     best_under_cap = float(np.nanmax(every[allowed, 0]))
     gaps = {}
     for strategy in args.strategies:
-        gaps[strategy] = [max(v[0] for v in search(library_path, bench, args.output_dir / f"cap_{strategy}_seed{seed}", [
+        gaps[strategy] = [search(library_path, bench, args.output_dir / f"cap_{strategy}_seed{seed}", [
             "--budget", str(args.cap_budget), "--num_init", str(args.num_init), "--max_encoder_params", str(cap),
-            "--strategy", strategy, "--seed", str(seed)]).values()) for seed in args.seeds]
+            "--strategy", strategy, "--seed", str(seed)])[:, 0].max() for seed in args.seeds]
 
     text = (f"## GLUE x total parameters: hypervolume share of the true front ({len(args.seeds)} seeds, --num_init {args.num_init})\n\n"
             + front_table(curves, args.budget) + f"\n## Best GLUE under a size cap ({args.cap_budget} evaluations)\n\n"

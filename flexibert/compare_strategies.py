@@ -36,7 +36,7 @@ from flexibert.search.comparison import best_curve, hypervolume_fraction_curve, 
 from flexibert.search.controller import open_library, run_search  # noqa: E402
 from flexibert.search.journal import RunDirError, SearchState  # noqa: E402
 from flexibert.search.layout import RunLayout  # noqa: E402
-from flexibert.search.objectives import ObjectiveSet  # noqa: E402
+from flexibert.search.objectives import ObjectiveSet, value_matrix  # noqa: E402
 from flexibert.search.settings import SearchError  # noqa: E402
 from flexibert.search.settings import parse_args as search_args  # noqa: E402
 from flexibert.search.strategies import STRATEGIES  # noqa: E402
@@ -75,8 +75,8 @@ class Measure:
     def curve(self, state: SearchState) -> np.ndarray:
         if not self.objectives.multi:
             return best_curve([state.candidates[h].score for h in state.finished], self.budget)
-        found = np.array(list(state.objective_values(self.objectives.names).values()), dtype=float)
-        return hypervolume_fraction_curve(found.reshape(-1, len(self.objectives)), self.every, self.objectives.maximize, self.budget)
+        found = value_matrix(state, self.objectives.names)
+        return hypervolume_fraction_curve(found, self.every, self.objectives.maximize, self.budget)
 
 
 def run_all(args: argparse.Namespace, passed_on: list[str], measure: Measure) -> dict[str, np.ndarray]:

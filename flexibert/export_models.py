@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from flexibert.search.export import ExportError, chosen_models, export_model
-from flexibert.search.journal import Journal, RunDirError, SearchState
+from flexibert.search.journal import Journal, RunDirError
 from flexibert.search.layout import RunLayout
 from flexibert.utils.cli import HelpFormatter
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         sys.exit(f"error: {run.root} is not a search run folder (no {run.journal.name}); pass run_boshnas.py's --run_dir")
     output = Path(args.output_dir) if args.output_dir else run.root / "exported"
     try:
-        state = SearchState.replay(Journal(run.root).read(repair=False))
+        state = Journal(run.root).state(repair=False)
         chosen = chosen_models(state, args.top, args.front, args.models)
         taken = [output / h[:12] for h in chosen if (output / h[:12]).exists()]
         if taken and not args.overwrite:

@@ -24,7 +24,7 @@ from flexibert.search.comparison import hypervolume_fraction_curve, hypervolume_
 from flexibert.search.export import ExportError, chosen_models
 from flexibert.search.hierarchy import next_level_library
 from flexibert.search.hierarchy import parse_args as hierarchy_args
-from flexibert.search.objectives import ObjectiveError, ObjectiveSet, front_members, parse_objective
+from flexibert.search.objectives import ObjectiveError, ObjectiveSet, front_members, parse_objective, value_matrix
 from flexibert.search.pareto import as_minimisation, hypervolume, pareto_mask
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -32,7 +32,7 @@ BERT_MINI = {"l": 4, "o": ["sa"] * 4, "p": ["sdp"] * 4, "h": [256] * 4, "n": [4]
 
 
 def values_of(state, names: list[str]) -> np.ndarray:
-    return np.array(list(state.objective_values(names).values()), dtype=float).reshape(-1, len(names))
+    return value_matrix(state, names)
 
 
 def test_cheap_objectives_agree_with_built_models_and_benchmark_columns_are_read(nasbench):

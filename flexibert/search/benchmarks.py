@@ -35,14 +35,14 @@ def _mean_scores(measurements: list[dict]) -> dict:
     merged = dict(measurements[0])
     for name in list(merged):
         values = [m.get(name) for m in measurements]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if all(is_number(v) for v in values):
             merged[name] = float(np.mean(values))
     return merged
 
 
 def _columns(entry: dict) -> dict:
     """An entry's scores and its other numeric fields (``time_to_train``): any of them can be a search objective."""
-    extra = {k: v for k, v in entry.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "id"}
+    extra = {k: v for k, v in entry.items() if is_number(v) and k != "id"}
     return {**extra, **entry["scores"]}
 
 

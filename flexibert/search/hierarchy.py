@@ -28,6 +28,7 @@ from embeddings.design_space import GLUE_TASK_NAMES, load_design_space
 from embeddings.interpolation import check_layers_per_stack, count_candidates, interpolate
 from embeddings.library import Library
 from embeddings.library_builder import add_embedding_arguments
+from flexibert.search.benchmarks import is_number
 from flexibert.search.journal import Journal, RunDirError, SearchState
 from flexibert.search.layout import SCORE_FIELD, RunLayout
 from flexibert.search.objectives import front_members
@@ -86,7 +87,7 @@ def _scores_in(paths: list[Path]) -> dict[str, float]:
         except (OSError, json.JSONDecodeError, AttributeError) as err:
             print(f"warning: {path}: unreadable ({err}); skipped", file=sys.stderr)
             continue
-        if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
+        if is_number(score) and math.isfinite(score):
             scores[path.parent.name] = float(score)
     return scores
 
@@ -98,8 +99,8 @@ def open_run(run_dir: str | Path) -> SearchState:
         raise ValueError(f"{run_dir} is not a search run folder: {journal.path} not found; pass the --run_dir of a "
                          "run_boshnas.py search, or --models_dir for models trained in the original layout")
     try:
-        return SearchState.replay(journal.read(repair=False))  # beside a live search: never cut the line it is writing
-    except (RunDirError, KeyError, IndexError, TypeError) as err:
+        return journal.state(repair=False)  # beside a live search: never cut the line it is writing
+    except RunDirError as err:  # the replay names the line and what is wrong with it
         raise ValueError(f"{journal.path} cannot be replayed ({err})") from None
 
 
@@ -121,7 +122,7 @@ def _journaled_scores(run_dir: str | Path) -> dict[str, float]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             disagreeing.append(f"{digest} (unreadable)")
             continue
-        valid = isinstance(stored, (int, float)) and not isinstance(stored, bool)
+        valid = is_number(stored)
         if not valid or not math.isclose(stored, score, rel_tol=1e-9, abs_tol=1e-12):
             said = repr(stored)
             disagreeing.append(f"{digest} (says {said if len(said) <= 40 else said[:37] + '...'})")

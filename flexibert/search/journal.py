@@ -93,8 +93,15 @@ class Journal:
         replayed as it is read, so a line that is not an event, or that no earlier line makes sense of
         (a result for a model no round proposed), is a RunDirError naming the file and the line.
         """
+        return self._replay(repair)[0]
+
+    def state(self, repair: bool = True) -> SearchState:
+        """The state the journal's events replay to (the replay that checked them while reading; see :meth:`read`)."""
+        return self._replay(repair)[1]
+
+    def _replay(self, repair: bool) -> tuple[list[dict], SearchState]:
         if not self.path.exists():
-            return []
+            return [], SearchState()
         try:
             raw = self.path.read_bytes()
         except OSError as err:
@@ -121,7 +128,7 @@ class Journal:
             except RunDirError as err:
                 raise RunDirError(f"{self.path}:{number}: {err}; {fix}") from None
             events.append(event)
-        return events
+        return events, state
 
 
 @dataclass

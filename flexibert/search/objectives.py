@@ -29,6 +29,7 @@ import numpy as np
 
 from embeddings.library import Library
 from flexibert.data.glue import GLUE_TASKS
+from flexibert.search.benchmarks import is_number
 from flexibert.search.journal import SearchState
 from flexibert.search.layout import SCORE_FIELD
 from flexibert.search.pareto import as_minimisation, pareto_mask
@@ -62,7 +63,7 @@ class Objective:
 
 
 def _finite(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) else None
+    return float(value) if is_number(value) and np.isfinite(value) else None
 
 
 @dataclass(frozen=True)
@@ -211,12 +212,7 @@ class ObjectiveSet:
 
     def values_of(self, results: dict) -> dict[str, float | None]:
         """Every objective's value for one evaluated model, from its results.json (what the finish event records)."""
-        return {o.name: (o.of_model(results["model_dict"]) if o.cheap and "model_dict" in results else o.of_results(results))
-                for o in self.objectives}
-
-    def missing(self, results: dict) -> list[str]:
-        """The objectives a results.json gives no value for (a benchmark without the column, a task not scored)."""
-        return [name for name, value in self.values_of(results).items() if value is None]
+        return {o.name: o.of_results(results) for o in self.objectives}
 
     def column(self, library: Library, objective: Objective) -> np.ndarray:
         """A cheap objective's value for every library model (computed once per library and objective)."""
@@ -254,14 +250,19 @@ def objectives_of(state: SearchState) -> ObjectiveSet:
     return ObjectiveSet.from_record((state.config or {}).get("objectives"))
 
 
+def value_matrix(state: SearchState, names: list[str]) -> np.ndarray:
+    """(finished models, objectives): the journaled values, rows in completion order."""
+    return np.array(list(state.objective_values(names).values()), dtype=float).reshape(len(state.finished), len(names))
+
+
 def front_members(state: SearchState) -> set[str]:
     """The finished models on the Pareto front: of the search's objectives, or of score against parameters for one objective."""
     objectives = objectives_of(state)
     if objectives.multi:
-        names, maximize = objectives.names, objectives.maximize
-        values = np.array(list(state.objective_values(names).values()), dtype=float).reshape(len(state.finished), len(names))
+        maximize, values = objectives.maximize, value_matrix(state, objectives.names)
     else:
         maximize = [True, False]
-        values = np.array([[state.candidates[h].score, state.candidates[h].parameters or np.nan] for h in state.finished], dtype=float)
-    mask = pareto_mask(as_minimisation(values.reshape(len(state.finished), len(maximize)), maximize))
+        values = np.array([[state.candidates[h].score, state.candidates[h].parameters or np.nan] for h in state.finished],
+                          dtype=float).reshape(len(state.finished), 2)
+    mask = pareto_mask(as_minimisation(values, maximize))
     return {h for h, on_front in zip(state.finished, mask, strict=True) if on_front}

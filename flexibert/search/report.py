@@ -22,7 +22,7 @@ from sklearn.decomposition import PCA  # noqa: E402
 from embeddings.library import Library  # noqa: E402
 from flexibert.search.journal import SearchState  # noqa: E402
 from flexibert.search.layout import RunLayout  # noqa: E402
-from flexibert.search.objectives import front_members, objectives_of  # noqa: E402
+from flexibert.search.objectives import front_members, objectives_of, value_matrix  # noqa: E402
 from flexibert.search.pareto import as_minimisation, pareto_mask  # noqa: E402
 from flexibert.utils.files import atomic_write  # noqa: E402
 
@@ -174,8 +174,9 @@ def write_front_plot(path: Path, state: SearchState, library: Library) -> Path:
     library shown faintly along an axis whose objective is cheap (known without training)."""
     objectives = objectives_of(state)
     (y_objective, x_objective), names = objectives.objectives[:2], objectives.names
-    values = np.array(list(state.objective_values(names).values()), dtype=float).reshape(len(state.finished), len(names))
-    front = np.array([h in front_members(state) for h in state.finished])
+    values = value_matrix(state, names)
+    members = front_members(state)
+    front = np.array([h in members for h in state.finished])
     fig, ax = plt.subplots(figsize=(7, 5))
     if x_objective.cheap and y_objective.cheap:
         ax.scatter(objectives.column(library, x_objective), objectives.column(library, y_objective), s=3, c="lightgrey",

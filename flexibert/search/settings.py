@@ -17,7 +17,7 @@ from flexibert.data.glue import GLUE_TASKS, GlueError, get_task
 from flexibert.data.glue_metrics import DEFAULT_TASKS
 from flexibert.models.configuration_flexibert import FlexiBERTConfig
 from flexibert.search.layout import RunLayout
-from flexibert.search.objectives import CONSTRAINT_FLAGS, ObjectiveError, ObjectiveSet
+from flexibert.search.objectives import CONSTRAINT_FLAGS, Latency, ObjectiveError, ObjectiveSet
 from flexibert.search.strategies import STRATEGIES
 from flexibert.training.glue_score import GlueScoreSettings
 from flexibert.training.glue_score import parse_args as glue_parse_args
@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     goals.add_argument("--objectives", nargs="+", default=["glue"], metavar="NAME",
                        help="what to optimise: glue (the score), params, encoder_params, flops, a GLUE task, or a numeric column "
                             "of --benchmark_file (e.g. time_to_train); NAME:max / NAME:min sets a column's direction. "
-                            "Several objectives search for their Pareto front (strategies boshnas, motpe, nsga2, random)")
+                            "Several objectives search for their Pareto front (strategies boshnas, tpe, nsga2, random)")
     goals.add_argument("--flops_seq_length", type=int, default=128, help="sequence length at which flops (per token) are counted")
     goals.add_argument("--latency_batch_size", type=int, default=1, help="batch size at which each job measures the latency objective")
     goals.add_argument("--latency_seq_length", type=int, default=128, help="sequence length of the latency measurement")
@@ -216,24 +216,26 @@ def objectives_record(args: argparse.Namespace) -> dict | None:
     objectives = ObjectiveSet.from_args(args)
     if objectives.names == ["glue"] and not objectives.constraints:
         return None
-    return {**objectives.record(), **({"latency": latency_settings(args)} if latency_settings(args) else {})}
+    latency = latency_settings(args)
+    return {**objectives.record(), **({"latency": latency} if latency else {})}
 
 
 def job_config(args: argparse.Namespace) -> dict:
     """What every job of the run reads (the run folder's job_config.json)."""
+    latency = latency_settings(args)
     return {
         "library": _absolute(args.dataset_file), "tasks": list(args.glue_tasks) if args.task == "glue" else [args.task],
         "benchmark_file": _absolute(args.benchmark_file), "benchmark_metric": args.benchmark_metric,
         "pretrain_steps": args.pretrain_steps, "transfer_pretrain_steps": args.transfer_pretrain_steps,
         "transfer_mode": args.transfer_mode, "pretrain_args": job_pretrain_args(args), "finetune_args": job_finetune_args(args),
         # Only when measured: the job settings of runs journaled before latency existed must still match on a resume.
-        **({"latency": latency_settings(args)} if latency_settings(args) else {}),
+        **({"latency": latency} if latency else {}),
     }
 
 
 def latency_settings(args: argparse.Namespace) -> dict | None:
     """How each job measures latency, when it is an objective (None: jobs do not measure it)."""
-    if not any(spec.partition(":")[0] == "latency" for spec in args.objectives):
+    if not any(isinstance(objective, Latency) for objective in ObjectiveSet.from_args(args).objectives):
         return None
     return {"batch_size": args.latency_batch_size, "seq_length": args.latency_seq_length, "repeats": args.latency_repeats}
 

@@ -161,12 +161,13 @@ class Boshnas(Strategy):
         targets = self._targets(context)
         if not targets or len(targets[0][2]) == self.state["fitted_on"]:
             return
+        inputs = self._inputs(context)
         if not self.surrogates:
             s = self.settings
-            self.surrogates = [self._surrogate_class(self._inputs(context).shape[1], seed=s.seed + 1000 * j, max_epochs=s.surrogate_epochs)
+            self.surrogates = [self._surrogate_class(inputs.shape[1], seed=s.seed + 1000 * j, max_epochs=s.surrogate_epochs)
                                for j, _, _ in targets]
         for surrogate, (j, indices, scores) in zip(self.surrogates, targets, strict=True):
-            surrogate.fit(self._inputs(context)[indices], normalised_losses(scores))
+            surrogate.fit(inputs[indices], normalised_losses(scores))
             if (path := self._checkpoint(round_index, j)) is not None:
                 surrogate.save(path)
         self.state.update(fitted_on=len(targets[0][2]), surrogate_objectives=[j for j, _, _ in targets],
