@@ -194,13 +194,15 @@ def test_bad_inputs_say_what_is_wrong(search_files, tmp_path):
         run_boshnas.parse_args(["--dataset_file", "x", "--prob_random", "0.7", "--prob_uncertainty", "0.5"])
 
 
-def test_warm_started_models_pretrain_a_tenth_of_the_steps_unless_told(capsys):
-    assert run_boshnas.parse_args(["--dataset_file", "x", "--pretrain_steps", "20"]).transfer_pretrain_steps == 2
-    assert run_boshnas.parse_args(["--dataset_file", "x"]).transfer_pretrain_steps == 10_000  # of the paper's 100,000
-    assert run_boshnas.parse_args(["--dataset_file", "x", "--pretrain_steps", "5"]).transfer_pretrain_steps == 1
+def test_warm_start_steps_follow_the_closeness_rule_unless_told(capsys):
+    assert run_boshnas.parse_args(["--dataset_file", "x"]).transfer_pretrain_steps is None  # decided per model by the rule
+    assert run_boshnas.parse_args(["--dataset_file", "x", "--transfer_pretrain_steps", "7"]).transfer_pretrain_steps == 7
     with pytest.raises(SystemExit):
         run_boshnas.parse_args(["--dataset_file", "x", "--pretrain_steps", "20", "--transfer_pretrain_steps", "50"])
     assert "--transfer_pretrain_steps 50 is more than --pretrain_steps 20" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_boshnas.parse_args(["--dataset_file", "x", "--transfer_threshold", "80"])
+    assert "--transfer_threshold 80 is not a closeness: give a value from 0 to 1" in capsys.readouterr().err
 
 
 def test_strategies_propose_deterministically(search_files):

@@ -9,8 +9,9 @@ seeded random orthonormal projection, one projection per space and layer, so tha
 layer is projected consistently. Heads of different types never exchange weights; embeddings,
 feed-forward stacks, norms and the last layer's output block always do where widths overlap.
 
-Because the plan is derived from the two configs only, ``model_overlap`` reports exactly the
-fraction that ``load_model_from_source`` copies, without building any model.
+Because the plan is derived from the two configs only, ``overlap_report`` counts exactly what
+``load_model_from_source`` copies, without building any model; ``model_overlap`` turns the counts
+into the closeness of two encoders (see :attr:`TransferReport.closeness`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,14 @@ class Segment:
 
 @dataclass
 class TransferReport:
-    """What a transfer copied into the target's embeddings and encoder (the pooler is never transferred)."""
+    """What a transfer copied into the target's embeddings and encoder (the pooler is never transferred).
+
+    Scalars are counted separately for the embeddings (``embeddings.*``) and the encoder layers
+    (``encoder.*``), because the two mean different things for a warm start: the word-embedding
+    table (vocabulary x width, most of a small model's scalars) transfers between any two models
+    whose first layers have the same width, so a fraction of *all* scalars calls almost every pair
+    close. :attr:`closeness` looks at the encoder only.
+    """
 
     mode: str
     seed: int
@@ -65,6 +73,9 @@ class TransferReport:
     scalars_transferred: int
     scalars_total: int
     head_tensors_transferred: int = 0
+    encoder_scalars_transferred: int = 0
+    encoder_scalars_total: int = 0
+    source_encoder_scalars: int = 0
 
     @property
     def tensor_fraction(self) -> float:
@@ -72,7 +83,31 @@ class TransferReport:
 
     @property
     def scalar_fraction(self) -> float:
+        """Fraction of all the target's embedding and encoder scalars that were transferred (the original's measure)."""
         return self.scalars_transferred / self.scalars_total
+
+    @property
+    def embedding_fraction(self) -> float:
+        """Fraction of the target's embedding scalars that were transferred."""
+        total = self.scalars_total - self.encoder_scalars_total
+        return (self.scalars_transferred - self.encoder_scalars_transferred) / total if total else 0.0
+
+    @property
+    def encoder_fraction(self) -> float:
+        """Fraction of the target's encoder scalars that were transferred."""
+        return self.encoder_scalars_transferred / self.encoder_scalars_total if self.encoder_scalars_total else 0.0
+
+    @property
+    def closeness(self) -> float:
+        """How much of the two encoders is shared: transferred encoder scalars over the mean of both encoders' sizes.
+
+        1 for identical models, 0 when nothing of the encoder transfers (models that share only an
+        embedding table). Counting both encoders (a Dice coefficient) makes it symmetric in what is
+        missing: a target that drops half the source's layers and one that adds as many new layers
+        are equally far, while the target-only fraction would call the first identical.
+        """
+        shared = self.encoder_scalars_total + self.source_encoder_scalars
+        return 2 * self.encoder_scalars_transferred / shared if shared else 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,14 +301,19 @@ def _copied(pairs: list[tuple[str, list[list[Segment]]]]) -> int:
     return total
 
 
-def _count(target: dict[str, ParamLayout], plan) -> tuple[int, int, int, int]:
+def _count(target: dict[str, ParamLayout], plan, source: dict[str, ParamLayout]) -> dict[str, int]:
+    """The counts of a :class:`TransferReport`: tensors and scalars copied into ``target``, all and encoder only."""
     copied = {name: _copied(plan[name]) for name in target}
-    return (
-        sum(1 for n in target if copied[n]),
-        len(target),
-        sum(copied.values()),
-        sum(_size(p) for p in target.values()),
-    )
+    encoder = [name for name in target if name.startswith("encoder.")]
+    return {
+        "tensors_transferred": sum(1 for n in target if copied[n]),
+        "tensors_total": len(target),
+        "scalars_transferred": sum(copied.values()),
+        "scalars_total": sum(_size(p) for p in target.values()),
+        "encoder_scalars_transferred": sum(copied[n] for n in encoder),
+        "encoder_scalars_total": sum(_size(target[n]) for n in encoder),
+        "source_encoder_scalars": sum(_size(p) for n, p in source.items() if n.startswith("encoder.")),
+    }
 
 
 _TRANSFER_SETTINGS = ("vocab_size", "max_position_embeddings", "type_vocab_size", "position_embedding_type")
@@ -290,18 +330,19 @@ def overlap_report(target_dict: dict, source_dict: dict, config: FlexiBERTConfig
 
     ``config`` supplies vocabulary and position settings shared by both (defaults: ``FlexiBERTConfig()``).
     """
-    target = base_layout(_config_of(target_dict, config))
-    plan = plan_transfer(target, base_layout(_config_of(source_dict, config)))
-    return TransferReport("OD", 0, *_count(target, plan))
+    target, source = base_layout(_config_of(target_dict, config)), base_layout(_config_of(source_dict, config))
+    return TransferReport("OD", 0, **_count(target, plan_transfer(target, source), source))
 
 
 def model_overlap(target_dict: dict, source_dict: dict, config: FlexiBERTConfig | None = None) -> float:
-    """Fraction of the target's embedding and encoder scalars that transfer from the source.
+    """How close two models are for a warm start: :attr:`TransferReport.closeness` (the encoders' shared fraction).
 
-    Asymmetric: the target is the model being warm-started. 1.0 for identical dicts; the search
-    ranks trained neighbours by it.
+    1.0 for identical dicts; high when one layer differs; low when only the embeddings would transfer.
+    The search ranks trained neighbours by it and warm-starts only from one at least
+    ``--transfer_threshold`` close. The scalar fraction of the embeddings and encoder together, which
+    this function returned before, is :attr:`TransferReport.scalar_fraction` of :func:`overlap_report`.
     """
-    return overlap_report(target_dict, source_dict, config).scalar_fraction
+    return overlap_report(target_dict, source_dict, config).closeness
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,4 +402,5 @@ def transfer_weights(target, source, mode: str = "OD", seed: int = 0) -> Transfe
             head_plan = plan_transfer(mlm_head_layout(target.config), mlm_head_layout(source.config), mode)
             _apply(head_plan, dict(target.named_parameters()), dict(source.named_parameters()), projections)
             head_tensors = sum(1 for pairs in head_plan.values() if pairs)
-    return TransferReport(mode, seed, *_count(target_layout, plan), head_tensors_transferred=head_tensors)
+    counts = _count(target_layout, plan, source_layout)
+    return TransferReport(mode, seed, head_tensors_transferred=head_tensors, **counts)

@@ -20,7 +20,6 @@ import numpy as np
 from embeddings.library import Library, LibraryFileError, load_shared
 from flexibert.cluster import create_executor
 from flexibert.cluster.base import ENDED, Executor, JobRequest
-from flexibert.models.weight_transfer import model_overlap
 from flexibert.search.job import run_request
 from flexibert.search.journal import Candidate, Event, Journal, RunDirError, RunLock, SearchState
 from flexibert.search.layout import SCORE_FIELD, RunLayout
@@ -40,6 +39,7 @@ from flexibert.search.start_checks import (
     is_new_run,
 )
 from flexibert.search.strategies import STRATEGIES, SearchContext, Strategy, random_available
+from flexibert.search.transfer import closest_trained_neighbor
 from flexibert.utils.files import write_json_atomic
 
 
@@ -72,8 +72,11 @@ class Controller:
         values = self.objectives.values_of(results)
         if any(value is None for value in values.values()):
             return None
-        return {"score": float(score), "wall_s": results.get("wall_time_s"), "parameters": results.get("parameters"),
-                "objectives": values}
+        record = {"score": float(score), "wall_s": results.get("wall_time_s"), "parameters": results.get("parameters"),
+                  "objectives": values}
+        if isinstance(results.get("training"), dict):  # how it was pretrained (search/job.py training_record)
+            record["training"] = results["training"]
+        return record
 
     def _attempt_failed(self, candidate: Candidate, reason: str) -> None:
         self.record(Event.ATTEMPT_FAILED, model_hash=candidate.model_hash, reason=reason)
@@ -122,18 +125,10 @@ class Controller:
     # -- proposing and submitting ------------------------------------------------------------------------------
 
     def choose_neighbor(self, model_hash: str, trained: list[str]) -> str | None:
-        """The trained library neighbour with the largest weight overlap >= the threshold (ties: the nearer neighbour)."""
+        """The trained library neighbour to warm-start from (search/transfer.py), or None to train from scratch."""
         if self.args.no_transfer:
             return None
-        trained_set = set(trained)
-        target = self.library.model_dict(model_hash)
-        best, best_overlap = None, self.args.transfer_threshold
-        for neighbor in self.library.neighbors_of(model_hash) or []:
-            if neighbor in trained_set:
-                overlap = model_overlap(target, self.library.model_dict(neighbor))
-                if overlap > best_overlap or (best is None and overlap >= best_overlap):
-                    best, best_overlap = neighbor, overlap
-        return best
+        return closest_trained_neighbor(self.library, model_hash, set(trained), self.args.transfer_threshold)
 
     def propose(self, count: int) -> bool:
         """Journal one round of proposals; False if the library has nothing left to propose."""

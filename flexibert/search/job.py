@@ -21,8 +21,10 @@ from flexibert.cluster.base import JobRequest
 from flexibert.models.configuration_flexibert import FlexiBERTConfig
 from flexibert.models.latency import measure_latency
 from flexibert.models.modeling_flexibert import FlexiBERTModel
+from flexibert.models.weight_transfer import model_overlap
 from flexibert.search.benchmarks import BenchmarkError, benchmark_columns, benchmark_score
 from flexibert.search.layout import SCORE_FIELD, ModelLayout, RunLayout
+from flexibert.search.transfer import warm_start_steps
 from flexibert.training.distributed import is_main_process
 from flexibert.training.glue_score import RESULTS_FILE as GLUE_RESULTS_FILE
 from flexibert.training.glue_score import parse_args as parse_glue_args
@@ -63,9 +65,20 @@ def _neighbor_start(run: RunLayout, neighbor: str | None) -> Path | None:
     return None
 
 
+def pretrain_steps(config: dict, model_hash: str, neighbor: str | None) -> int:
+    """The full budget from scratch; after a warm start, --transfer_pretrain_steps or the closeness rule (search/transfer.py)."""
+    if neighbor is None:
+        return config["pretrain_steps"]
+    if config["transfer_pretrain_steps"] is not None:
+        return config["transfer_pretrain_steps"]
+    library = load_shared(config["library"])
+    closeness = model_overlap(library.model_dict(model_hash), library.model_dict(neighbor))
+    return warm_start_steps(closeness, config["pretrain_steps"])
+
+
 def run_pretrain(run: RunLayout, model_hash: str, neighbor: str | None, config: dict) -> dict:
     start_from = _neighbor_start(run, neighbor)
-    steps = config["transfer_pretrain_steps"] if start_from else config["pretrain_steps"]
+    steps = pretrain_steps(config, model_hash, neighbor if start_from else None)
     argv = ["--model_hash", model_hash, "--dataset_file", config["library"],
             "--output_dir", str(run.model(model_hash).pretrained), "--max_steps", str(steps), *config["pretrain_args"]]
     if start_from:
@@ -86,7 +99,20 @@ def _trained_results(model: ModelLayout) -> dict:
             "parameters": glue["encoder_parameters"],
             "pretrain": {k: pretrain.get(k) for k in ("eval_loss", "perplexity", "global_step", "init_from",
                                                       "transferred_fraction", "world_size", "wall_time_s")},
+            "training": training_record(pretrain),
             "finetune_wall_time_s": glue["wall_time_s"]}
+
+
+def training_record(pretrain: dict) -> dict:
+    """How the model was pretrained, so the leaderboard and the surrogate can tell a warm start from a scratch run.
+
+    ``start`` is ``scratch`` or ``warm``; a warm start names its neighbour's model folder and how close
+    the two encoders are. ``steps`` against ``max_steps`` shows how much of the budget it used, and
+    ``mlm_loss`` is the final validation MLM loss (the same masked sequences for every model).
+    """
+    warm = pretrain.get("init_from") is not None
+    return {"start": "warm" if warm else "scratch", "from": pretrain.get("init_from"), "closeness": pretrain.get("closeness"),
+            "steps": pretrain.get("global_step"), "max_steps": pretrain.get("max_steps"), "mlm_loss": pretrain.get("eval_loss")}
 
 
 def job_latency(model: ModelLayout, model_dict: dict, settings: dict) -> dict:

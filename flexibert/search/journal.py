@@ -155,6 +155,7 @@ class Candidate:
     wall_s: float | None = None
     parameters: int | None = None
     objectives: dict[str, float] | None = None  # every objective's value (flexibert/search/objectives.py), once finished
+    training: dict | None = None  # how a trained model was pretrained: scratch or warm (search/job.py training_record)
     failed_reason: str | None = None
 
     @property
@@ -262,6 +263,7 @@ class SearchState:
         candidate.score, candidate.wall_s, candidate.parameters = score, event.get("wall_s"), event.get("parameters")
         # Runs journaled before objectives existed optimised the score alone.
         candidate.objectives = objectives or {"glue": score}
+        candidate.training = event.get("training") if isinstance(event.get("training"), dict) else None
         self.finished.append(candidate.model_hash)
 
     def _apply_attempt_failed(self, event: dict) -> None:

@@ -19,6 +19,7 @@ from flexibert.models.configuration_flexibert import FlexiBERTConfig
 from flexibert.search.layout import RunLayout
 from flexibert.search.objectives import CONSTRAINT_FLAGS, Latency, ObjectiveError, ObjectiveSet
 from flexibert.search.strategies import STRATEGIES
+from flexibert.search.transfer import DEFAULT_THRESHOLD
 from flexibert.training.glue_score import GlueScoreSettings
 from flexibert.training.glue_score import parse_args as glue_parse_args
 from flexibert.training.pretrain import PretrainSettings
@@ -74,10 +75,12 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     add_executor_arguments(parser)
 
     transfer = parser.add_argument_group("knowledge transfer")
-    transfer.add_argument("--transfer_threshold", type=float, default=0.8,
-                          help="warm-start from the trained neighbour with the largest weight overlap, if at least this")
+    transfer.add_argument("--transfer_threshold", type=float, default=DEFAULT_THRESHOLD,
+                          help="warm-start from the closest trained neighbour if its closeness (the shared fraction of the two "
+                               "encoders, model_overlap) is at least this")
     transfer.add_argument("--transfer_pretrain_steps", type=int,
-                          help="pretraining steps after a warm start (default: a tenth of --pretrain_steps, at least 1)")
+                          help="pretraining steps after every warm start (default: decided per model from its closeness to the "
+                               "neighbour, so that it reaches the quality of a scratch run: see flexibert/search/transfer.py)")
     transfer.add_argument("--transfer_mode", choices=("RP", "OD"), default="RP",
                           help="weight transfer: random projection or ordered slicing")
     transfer.add_argument("--no_transfer", action="store_true", help="always pretrain from scratch")
@@ -95,13 +98,13 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
         strategy.add_arguments(parser)
 
     args = parser.parse_args(argv)
-    if args.transfer_pretrain_steps is None:
-        args.transfer_pretrain_steps = max(1, args.pretrain_steps // 10)
-    elif args.transfer_pretrain_steps > args.pretrain_steps:
+    if not 0 <= args.transfer_threshold <= 1:
+        parser.error(f"--transfer_threshold {args.transfer_threshold:g} is not a closeness: give a value from 0 to 1")
+    if args.transfer_pretrain_steps is not None and args.transfer_pretrain_steps > args.pretrain_steps:
         parser.error(f"--transfer_pretrain_steps {args.transfer_pretrain_steps:,} is more than --pretrain_steps "
                      f"{args.pretrain_steps:,}: a warm-started model should train fewer steps than one from scratch; lower it")
     for name in ("num_init", "budget", "max_concurrent", "pretrain_steps", "transfer_pretrain_steps"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.max_retries < 0:
         parser.error("--max_retries must be at least 0")

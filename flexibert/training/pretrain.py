@@ -66,6 +66,8 @@ class PretrainOutput:
                                                 "--output_dir")
     eval_before_training: bool = setting(False, "also evaluate the initial model (random or transferred weights): initial_eval_loss "
                                                 "in the results")
+    keep_checkpoints: bool = setting(False, "keep the training checkpoints (optimizer state included) once the run has finished; "
+                                            "by default a finished run keeps its final model, tokenizer and results only")
 
 
 @dataclass(kw_only=True)
@@ -177,8 +179,9 @@ def pretrain(settings: PretrainSettings) -> dict:
     output = Path(settings.output_dir or Path("models") / "pretrained" / built.model_hash)
     check_output_dir(output, settings)
     if not settings.overwrite_output_dir and (done := finished_results(output, settings.max_steps)) is not None:
+        more = "pass a larger --max_steps to continue or " if resumable_checkpoint(output, built.model_dict) else ""
         print(f"{output} already holds this model pretrained for {done['global_step']:,} steps (eval loss {done['eval_loss']:.4f}); "
-              "nothing to do (pass a larger --max_steps to continue or --overwrite_output_dir to start again)")
+              f"nothing to do ({more}pass --overwrite_output_dir to start again)")
         return done
     checkpoint = None if settings.overwrite_output_dir else resumable_checkpoint(output, built.model_dict)
     start_step = int(Path(checkpoint).name.split("-")[1]) if checkpoint else 0
@@ -197,7 +200,9 @@ def pretrain(settings: PretrainSettings) -> dict:
     if trainer.is_world_process_zero():
         notes = [f"resuming from {checkpoint}"] if checkpoint else []
         if built.transfer is not None:
-            notes.append(f"weights from {settings.init_from} ({settings.transfer_mode}, {built.transfer.scalar_fraction:.1%} transferred)")
+            notes.append(f"weights from {settings.init_from} ({settings.transfer_mode}; closeness {built.transfer.closeness:.2f}, "
+                         f"{built.transfer.encoder_fraction:.1%} of the encoder and {built.transfer.embedding_fraction:.1%} of the "
+                         "embeddings transferred)")
         print(f"pretraining {built.model_hash[:12]} ({parameters:,} parameters) on {len(data['train']):,} sequences of "
               f"{settings.max_seq_length} tokens for {settings.max_steps:,} steps, global batch {global_batch} = "
               f"{settings.per_device_train_batch_size} x {settings.gradient_accumulation_steps} accumulation x {training_args.world_size} "
@@ -240,10 +245,15 @@ def pretrain(settings: PretrainSettings) -> dict:
         "transfer_mode": settings.transfer_mode if settings.init_from else None,
         "transferred_fraction": built.transfer.scalar_fraction if built.transfer else None,
         "transferred_tensor_fraction": built.transfer.tensor_fraction if built.transfer else None,
+        "transferred_encoder_fraction": built.transfer.encoder_fraction if built.transfer else None,
+        "transferred_embedding_fraction": built.transfer.embedding_fraction if built.transfer else None,
+        "closeness": built.transfer.closeness if built.transfer else None,
         "hyperparameters": {name: getattr(settings, name) for name in HYPERPARAMETERS},
     }
     if trainer.is_world_process_zero():
         write_json_atomic(output / RESULTS_FILE, results)
+        if not settings.keep_checkpoints:  # checkpoints exist to resume an interrupted run; a finished one needs none
+            clear_checkpoints(output)
         ppl = f"perplexity {results['perplexity']:.1f}" if results["perplexity"] is not None else "diverged"
         print(f"pretrained {built.model_hash[:12]} to step {results['global_step']:,}: eval loss {eval_loss:.4f} ({ppl}), "
               f"{results['tokens_per_second'] or 0:,.0f} tokens/s, {results['wall_time_s']:.0f}s; saved to {output}")

@@ -1,0 +1,48 @@
+"""Knowledge transfer in a search: which trained neighbour warm-starts a candidate, and for how many steps.
+
+A warm start is only worth its name if the warm-started model ends up as good as the same architecture
+trained from scratch for the full budget: otherwise the search scores it as a worse architecture than
+it is. How many steps that takes depends on how much of the encoder carries over, which is what
+:func:`~flexibert.models.weight_transfer.model_overlap` (the *closeness* of the two encoders) measures.
+``benchmarks/transfer_benefit.py`` measures it (WikiText-2, BERT-Tiny-sized parent, S scratch steps,
+two seeds): see :data:`WARM_FRACTION` for the rule drawn through its figures.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from embeddings.library import Library
+from flexibert.models.weight_transfer import model_overlap
+
+DEFAULT_THRESHOLD = 0.5
+"""Closeness below which a warm start is not tried (see :data:`WARM_FRACTION`: it would save almost nothing)."""
+
+WARM_FRACTION = ((0.5, 1.0), (1.0, 0.25))
+"""(closeness, fraction of the scratch steps) points of the warm-start rule, interpolated linearly between them.
+
+Provisional: to be drawn through the measurements of ``benchmarks/transfer_benefit.py`` (the smallest
+fraction of S after which a warm start's validation MLM loss is within the run-to-run noise of
+scratch@S, per closeness), erring towards training longer.
+"""
+
+
+def warm_start_steps(closeness: float, pretrain_steps: int) -> int:
+    """Pretraining steps after a warm start from a neighbour this close: the rule's fraction of ``pretrain_steps``."""
+    points = np.array(WARM_FRACTION)
+    fraction = float(np.interp(closeness, points[:, 0], points[:, 1]))
+    return max(1, min(pretrain_steps, math.ceil(fraction * pretrain_steps)))
+
+
+def closest_trained_neighbor(library: Library, model_hash: str, trained: set[str], threshold: float) -> str | None:
+    """The trained library neighbour closest to ``model_hash`` (at least ``threshold``; ties: the nearer neighbour)."""
+    target = library.model_dict(model_hash)
+    best, best_closeness = None, threshold
+    for neighbor in library.neighbors_of(model_hash) or []:
+        if neighbor in trained:
+            closeness = model_overlap(target, library.model_dict(neighbor))
+            if closeness > best_closeness or (best is None and closeness >= best_closeness):
+                best, best_closeness = neighbor, closeness
+    return best
