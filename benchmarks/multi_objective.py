@@ -38,6 +38,7 @@ from flexibert.search.comparison import hypervolume_fraction_curve, known_values
 from flexibert.search.controller import run_search  # noqa: E402
 from flexibert.search.objectives import ObjectiveSet, ParameterCount, Score, value_matrix  # noqa: E402
 from flexibert.search.pareto import as_minimisation, pareto_mask  # noqa: E402
+from flexibert.search.report import count_axis  # noqa: E402
 from flexibert.search.settings import parse_args as search_args  # noqa: E402
 
 BUDGETS = (10, 20, 30, 50)
@@ -114,21 +115,30 @@ def smaller_and_better(library: Library, every: np.ndarray) -> str:
 
 
 def plot(path: Path, curves: dict[str, np.ndarray], every: np.ndarray, example: np.ndarray, budget: int) -> None:
+    """Write :func:`figure` as a PNG."""
+    fig = figure(curves, every, example, budget)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def figure(curves: dict[str, np.ndarray], every: np.ndarray, example: np.ndarray, budget: int) -> plt.Figure:
+    """Left: each strategy's mean hypervolume share per evaluation (whole-number ticks); right: the true front and one run."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
     steps = np.arange(1, budget + 1)
     for strategy, runs in curves.items():
         left.plot(steps, np.nanmean(runs, axis=0), label=f"{strategy} ({len(runs)} seeds)")
-    left.set(xlabel="evaluated models", ylabel="hypervolume / true front's (mean)", title="GLUE x parameters on NAS-Bench-BERT")
+    left.set(xlabel="evaluated models", ylabel="hypervolume / true front's (mean)", title="NAS-Bench-BERT: GLUE score (mean of 8 dev tasks) x total parameters")
+    count_axis(left.xaxis)
     left.legend(fontsize=8)
     front = pareto_mask(as_minimisation(every, [True, False]))
     right.scatter(every[:, 1], every[:, 0], s=4, c="lightgrey", label=f"all {len(every)} architectures")
     order = np.argsort(every[front, 1])
     right.step(every[front, 1][order], every[front, 0][order], where="post", color="k", label="true front")
     right.scatter(example[:, 1], example[:, 0], s=16, c="C0", label=f"boshnas, seed 1: {len(example)} evaluated")
-    right.set(xlabel="parameters", ylabel="GLUE", title="the front, and what one search evaluated")
+    right.set(xlabel="total parameters", ylabel="GLUE score (NAS-Bench-BERT)", title="the front, and what one search evaluated")
+    count_axis(right.xaxis)
     right.legend(fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -46,6 +46,7 @@ from flexibert.search.comparison import (  # noqa: E402
     random_hit_chance,
 )
 from flexibert.search.controller import run_search  # noqa: E402
+from flexibert.search.report import count_axis  # noqa: E402
 from flexibert.search.settings import parse_args as search_args  # noqa: E402
 from flexibert.search.strategies import STRATEGIES, Boshnas, BoshnasSettings, SearchContext  # noqa: E402
 from flexibert.search.strategies.encoding import ChoiceEncoding  # noqa: E402
@@ -139,6 +140,7 @@ def plot(ax: plt.Axes, name: str, runs: dict[str, list[list[float]]], scores: np
         ax.plot(steps, np.nanmean(np.stack([best_curve(s, budget) for s in found]), axis=0), label=f"{strategy} ({len(found)} seeds)")
     ax.plot(steps, [random_expected_best(scores, k) for k in steps], "k--", label="random, exact expectation")
     ax.set(xlabel="evaluated models", ylabel="best score so far (mean over seeds)", title=name)
+    count_axis(ax.xaxis)
     ax.legend(fontsize=8)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -28,6 +28,24 @@ from embeddings.neighbors import find_neighbors
 
 FORMAT_VERSION = 1
 COLUMNS = ("dataset", "design_space", "ops_list", "num_neighbors", "model_dicts", "hashes", "embeddings", "neighbors", "performances")
+
+
+def _new_file_beside(path: Path) -> tuple[int, Path]:
+    """A new temporary file beside ``path``, opened for writing: ``(descriptor, temporary path)``.
+
+    Created with ``os.open(O_EXCL, 0o666)`` so that the kernel applies the umask, as ``open()`` does
+    (``tempfile.mkstemp`` makes it 0600, which the rename onto ``path`` would keep). The same as
+    flexibert/utils/files.py's ``new_temporary_file``, kept here because importing ``flexibert`` loads
+    transformers (seconds) and this package stays light.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free temporary name .{path.name}.*.tmp; remove stale ones there")
 
 
 class LibraryFileError(ValueError):
@@ -155,16 +173,19 @@ class Library:
         }
 
     def save(self, path: str | Path) -> None:
-        """Write atomically: a temporary file beside the target, then a rename (no half-written library)."""
+        """Write atomically: a temporary file beside the target, then a rename (no half-written library).
+
+        The file gets the permissions of the user's umask, as ``open()`` gives (see :func:`_new_file_beside`).
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        handle, temporary = _new_file_beside(path)
         try:
-            with os.fdopen(handle, "w") as out:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
                 json.dump(self.to_json(), out)
             os.replace(temporary, path)
         except BaseException:
-            os.unlink(temporary)
+            temporary.unlink(missing_ok=True)
             raise
 
     @classmethod

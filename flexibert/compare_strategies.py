@@ -29,6 +29,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from flexibert.cluster.base import ExecutorError  # noqa: E402
@@ -37,6 +38,7 @@ from flexibert.search.controller import open_library, run_search  # noqa: E402
 from flexibert.search.journal import RunDirError, SearchState  # noqa: E402
 from flexibert.search.layout import RunLayout  # noqa: E402
 from flexibert.search.objectives import ObjectiveSet, value_matrix  # noqa: E402
+from flexibert.search.report import count_axis, measured, save_figure  # noqa: E402
 from flexibert.search.settings import SearchError  # noqa: E402
 from flexibert.search.settings import parse_args as search_args  # noqa: E402
 from flexibert.search.strategies import STRATEGIES  # noqa: E402
@@ -115,17 +117,28 @@ def table_rows(curves: dict[str, np.ndarray], budgets: list[int], column: str = 
     return rows
 
 
-def write_outputs(curves: dict[str, np.ndarray], args: argparse.Namespace, measure: Measure) -> str:
-    output = Path(args.output_dir)
+def comparison_figure(curves: dict[str, np.ndarray], args: argparse.Namespace, measure: Measure) -> Figure:
+    """Each strategy's mean curve over its seeds with a band from the worst to the best seed; the title says what was
+    measured (the benchmark, its metric, the objectives) and the x axis counts evaluations in whole numbers."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     steps = np.arange(1, args.budget + 1)
     for strategy, runs in curves.items():
         ax.plot(steps, np.nanmean(runs, axis=0), label=f"{strategy} (mean of {len(runs)})")
         ax.fill_between(steps, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0), alpha=0.2)
-    ax.set(xlabel="evaluated models", ylabel=measure.label, title=Path(args.benchmark_file).name)
-    ax.legend()
-    fig.savefig(output / "comparison.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    ax.set(xlabel="evaluated models", ylabel=measure.label)
+    count_axis(ax.xaxis)
+    seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''} per strategy, band: worst to best seed"
+    goal = (f"hypervolume share of the true front of {', '.join(measure.objectives.record()['objectives'])}"
+            if measure.objectives.multi else measure.label)
+    ax.set_title(f"{goal} ({seeds})\n"
+                 f"{measured({'benchmark_file': args.benchmark_file, 'benchmark_metric': args.benchmark_metric})}", fontsize=9)
+    ax.legend(loc="best")
+    return fig
+
+
+def write_outputs(curves: dict[str, np.ndarray], args: argparse.Namespace, measure: Measure) -> str:
+    output = Path(args.output_dir)
+    save_figure(comparison_figure(curves, args, measure), output / "comparison.png")
 
     rows = table_rows(curves, args.report_budgets, measure.column, measure.digits)
     columns = list(rows[0])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, BertForMaskedLM, BertForSequenceClassification, BertModel
 
+from flexibert.data.hub import is_local, require_hub
 from flexibert.models.convert_bert import convert_bert
 from flexibert.models.model_card import model_card, write_model_card
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> Path:
         sys.exit(f"error: {output} already holds a model; pass --overwrite to replace it")
     kwargs = {"num_labels": args.num_labels} if args.num_labels else {}
     try:
+        if not is_local(args.model):
+            require_hub(f"the checkpoint {args.model!r}")  # offline: the error at once, not after the client's retries
         bert = HEADS[args.head].from_pretrained(args.model, **kwargs)
     except OSError as err:
         sys.exit(f"error: cannot load a BERT checkpoint from {args.model!r}: {err}\n"

@@ -14,14 +14,13 @@ import random
 import re
 import shutil
 import sys
-import tempfile
 import time
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flexibert.utils.files import write_json_atomic
+from flexibert.utils.files import new_temporary_folder, write_json_atomic
 
 GENERATOR_VERSION = 1
 MANIFEST = "manifest.json"
@@ -568,7 +567,7 @@ def prepare_demo_data(out_dir: str | Path, train_size: int = 2000, dev_size: int
 
     # Build beside the target and move the outputs in, the manifest last: a folder with a manifest is complete.
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".staging-"))
+    staging = new_temporary_folder(out_dir, prefix=".staging-")  # the umask's mode, like every folder it holds
     try:
         summary = build(staging, out_dir, train_size, dev_size, seed, topics)
         (out_dir / MANIFEST).unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dat
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from flexibert.data.hub import require_hub
 from flexibert.data.tokenization import load_tokenizer
 from flexibert.utils.files import replaced_folder, write_json_atomic
 
@@ -192,6 +193,7 @@ def load_glue(task: str | GlueTask, glue_dir: str | Path | None = None, cache_di
             for split, name in task.files.items()
         })
     try:
+        require_hub(f"GLUE {task.name!r}", datasets=True)  # offline: the error at once, not after the client's retries
         hub = load_dataset(HUB_DATASET, task.name, cache_dir=cache_dir)
     except (OSError, ValueError) as err:
         raise GlueError(f"cannot load GLUE {task.name!r} from the Hugging Face hub ({HUB_DATASET}): {err}\n"

@@ -19,6 +19,7 @@ from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_da
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from flexibert.data.hub import is_local, require_hub
 from flexibert.data.tokenization import load_tokenizer
 from flexibert.utils.cli import HelpFormatter
 from flexibert.utils.files import replaced_folder, write_json_atomic
@@ -73,6 +74,8 @@ def load_hub_corpus(name: str, max_samples: int | None, num_proc: int, cache_dir
     path, config = resolve_hub_name(name)
     kwargs = {"num_proc": num_proc} if max_samples is None else {"streaming": True}
     try:
+        if not is_local(path):  # a local dataset folder never reaches the hub; offline, a hub corpus fails at once
+            require_hub(f"the corpus {name!r}", datasets=True)
         try:
             corpus = load_dataset(path, config, split="train", cache_dir=cache_dir, **kwargs)
         except RuntimeError as err:

@@ -15,6 +15,8 @@ from pathlib import Path
 from tokenizers import ByteLevelBPETokenizer, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, RobertaTokenizerFast
 
+from flexibert.data.hub import HubUnreachableError, is_local, require_hub
+
 ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # ids 0..4, as in roberta-base
 BYTE_ALPHABET = 256  # a byte-level BPE starts from every byte; its merges come on top
 # Files of a saved tokenizer (any kind: BPE, WordPiece, SentencePiece), and of a saved model (weights, sharded or not).
@@ -139,12 +141,19 @@ def train_bpe_tokenizer(
 
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
-    """A saved tokenizer directory (or a hub name such as ``roberta-base`` when the hub is reachable)."""
+    """A saved tokenizer directory (or a hub name such as ``roberta-base`` when the hub is reachable).
+
+    A name that is not a local path is looked for on the hub, which is probed first (data/hub.py): offline,
+    the error comes at once instead of after the hub client's retries.
+    """
     try:
+        if not is_local(name_or_path):
+            require_hub(f"the tokenizer {str(name_or_path)!r}")
         return AutoTokenizer.from_pretrained(str(name_or_path))
     except OSError as err:
+        offline = f" ({err})" if isinstance(err, HubUnreachableError) else ""
         raise OSError(
-            f"cannot load a tokenizer from {name_or_path!r}: save one with `python flexibert/save_roberta_tokenizer.py "
+            f"cannot load a tokenizer from {name_or_path!r}{offline}: save one with `python flexibert/save_roberta_tokenizer.py "
             f"--output_dir DIR` (online) or `... --train_files FILE ...` (offline)"
         ) from err
 
@@ -152,10 +161,13 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
 def save_hub_tokenizer(name: str, output_dir: str | Path, *, overwrite: bool = False) -> PreTrainedTokenizerBase:
     """Download a hub tokenizer (``roberta-base``) and save it; without the hub, the error says how to train one offline.
 
-    Raises :class:`TokenizerError` first, before downloading, for an output folder :func:`check_output_dir` refuses.
+    Raises :class:`TokenizerError` first, before downloading, for an output folder :func:`check_output_dir` refuses; the hub is
+    probed before the download (data/hub.py), so that an offline machine gets the error at once.
     """
     check_output_dir(output_dir, overwrite)
     try:
+        if not is_local(name):
+            require_hub(f"the {name!r} tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as err:
         raise OSError(

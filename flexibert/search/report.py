@@ -15,14 +15,20 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.axis  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
 from embeddings.library import Library  # noqa: E402
+from flexibert.data import demo_corpus  # noqa: E402
+from flexibert.data.glue import HUB_DATASET, GlueError, get_task  # noqa: E402
+from flexibert.data.glue_metrics import score_metrics  # noqa: E402
 from flexibert.search.journal import SearchState  # noqa: E402
 from flexibert.search.layout import RunLayout  # noqa: E402
-from flexibert.search.objectives import front_members, objectives_of, value_matrix  # noqa: E402
+from flexibert.search.objectives import ParameterCount, front_members, objectives_of, value_matrix  # noqa: E402
 from flexibert.search.pareto import as_minimisation, pareto_mask  # noqa: E402
 from flexibert.utils.files import atomic_write  # noqa: E402
 
@@ -117,25 +123,106 @@ def write_tables(run: RunLayout, state: SearchState, library: Library) -> None:
     _write_text(run.leaderboard_md, text)
 
 
-def write_plots(run: RunLayout, state: SearchState, library: Library) -> list[Path]:
-    """report/best_score.png, report/score_vs_parameters.png, report/library_map.png."""
-    report = run.report
-    report.mkdir(exist_ok=True)
-    rows = leaderboard_rows(state, library)
-    scores = np.array([state.candidates[h].score for h in state.finished])
-    paths = []
+def count_axis(axis: matplotlib.axis.Axis) -> None:
+    """Ticks at whole numbers only, for an axis that counts things (evaluations, models, parameters): never 1.5 models.
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    Otherwise as matplotlib's default locator (as many ticks as fit, at 1/2/2.5/5 steps), so that large counts stay legible.
+    """
+    axis.set_major_locator(MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True))
+
+
+def _last_flag(argv: list[str], flag: str) -> str | None:
+    """The value of the last ``flag VALUE`` or ``flag=VALUE`` in a job's argument list (argparse's rule: the last one wins)."""
+    found = None
+    for position, arg in enumerate(argv):
+        if arg == flag and position + 1 < len(argv):
+            found = argv[position + 1]
+        elif arg.startswith(f"{flag}="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
+def _short(path: str | Path) -> str:
+    """A path's last two parts, enough to recognise it in a plot title."""
+    parts = Path(path).parts
+    return str(Path(*parts[-2:])) if len(parts) > 2 else str(path)
+
+
+def _is_demo_data(glue_dir: Path) -> bool:
+    """Whether a GLUE folder is the offline demo's (prepare_demo_data.py: synthetic labels, NOT GLUE): its build manifest is beside it."""
+    try:
+        manifest = json.loads((glue_dir.parent / demo_corpus.MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(manifest, dict) and isinstance(manifest.get("key"), dict) and "generator_version" in manifest["key"]
+            and glue_dir.name == "glue")
+
+
+def _glue_data(config: dict) -> str:
+    """Where the fine-tuning tasks came from, as the run's job flags record it."""
+    glue_dir = _last_flag((config.get("job") or {}).get("finetune_args") or [], "--glue_dir")
+    if glue_dir is None:
+        return f"GLUE dev sets from the hub ({HUB_DATASET})"
+    if _is_demo_data(Path(glue_dir)):
+        return f"synthetic demo tasks, NOT GLUE ({_short(glue_dir)})"
+    return f"dev sets of the GLUE TSVs in {_short(glue_dir)}"
+
+
+def _benchmark_data(path: str) -> str:
+    """A benchmark file by name, said to be synthetic when its description says so (flexibert/synthetic_benchmark.py)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    about = " ".join(str(data.get(key, "")) for key in ("description", "source", "note")) if isinstance(data, dict) else ""
+    return f"{Path(path).name} ({'synthetic scores, NOT GLUE' if 'synthetic' in about.lower() else 'looked up, not trained'})"
+
+
+def _task_metrics(tasks: list[str]) -> str:
+    """``cola (MCC), rte (acc)``: each task with the metrics its score averages."""
+    names = {"matthews_correlation": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "Pearson", "spearman": "Spearman"}
+    described = []
+    for name in tasks:
+        try:
+            described.append(f"{get_task(name).name} ({'+'.join(names.get(m, m) for m in score_metrics(name))})")
+        except GlueError:  # a task name this version does not know: named as recorded
+            described.append(name)
+    return ", ".join(described)
+
+
+def measured(config: dict) -> str:
+    """What a run's scores are, for plot subtitles: the metric and tasks, then (on a second line) the data, from its
+    journaled settings (``search_config``); a benchmark run names the benchmark file instead."""
+    if config.get("benchmark_file"):
+        return f"score: {config.get('benchmark_metric', 'glue')} from the benchmark {_benchmark_data(config['benchmark_file'])}"
+    tasks = list(config.get("tasks") or [])
+    what = f"score: GLUE score, mean of {_task_metrics(tasks)}" if len(tasks) > 1 else f"score: {_task_metrics(tasks)}"
+    return f"{what}\ndata: {_glue_data(config)}"
+
+
+def _titled(ax: plt.Axes, title: str, state: SearchState) -> None:
+    """The plot's title, and under it what was measured."""
+    ax.set_title(f"{title}\n{measured(state.config)}", fontsize=9)
+
+
+def best_score_figure(state: SearchState) -> Figure:
+    """Each evaluated model's score in completion order, and the best so far."""
+    scores = np.array([state.candidates[h].score for h in state.finished])
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     if len(scores):
         ax.step(np.arange(1, len(scores) + 1), np.maximum.accumulate(scores), where="post", label="best so far")
         ax.scatter(np.arange(1, len(scores) + 1), scores, s=12, alpha=0.6, label="each model")
-    ax.set(xlabel="evaluated models", ylabel="score", title=f"{state.config.get('strategy', '')} search")
-    ax.legend()
-    paths.append(report / "best_score.png")
-    fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    ax.set(xlabel="evaluated models", ylabel="score")
+    count_axis(ax.xaxis)
+    _titled(ax, f"{state.config.get('strategy', '')} search: {len(scores)} models evaluated", state)
+    ax.legend(loc="best")
+    return fig
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+
+def size_figure(state: SearchState, library: Library) -> Figure:
+    """Score against total parameters, with the Pareto frontier (higher score, fewer parameters)."""
+    rows = leaderboard_rows(state, library)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     known = [r for r in rows if r["parameters"]]
     if known:
         params = np.array([r["parameters"] for r in known], dtype=float)
@@ -143,33 +230,35 @@ def write_plots(run: RunLayout, state: SearchState, library: Library) -> list[Pa
         front = np.flatnonzero(pareto_mask(as_minimisation(np.stack([values, params], axis=1), [True, False])))
         front = front[np.argsort(params[front], kind="stable")]
         ax.scatter(params, values, s=14, alpha=0.6, label="evaluated models")
-        ax.step(params[front], values[front], where="post", color="C3", label="Pareto frontier")
-        ax.legend()
-    ax.set(xlabel="parameters", ylabel="score", title="score vs size")
-    paths.append(report / "score_vs_parameters.png")
-    fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
-    plt.close(fig)
+        ax.step(params[front], values[front], where="post", color="C3", marker="o", markersize=4, label="Pareto frontier")
+        ax.legend(loc="best")
+    ax.set(xlabel="parameters", ylabel="score")
+    count_axis(ax.xaxis)
+    _titled(ax, f"score vs size: {len(known)} models evaluated", state)
+    return fig
 
-    fig, ax = plt.subplots(figsize=(6, 5))
+
+def library_map_figure(state: SearchState, library: Library) -> Figure:
+    """The library's embeddings in 2-D (PCA), the evaluated models coloured by score; the legend sits below the axes."""
+    scores = np.array([state.candidates[h].score for h in state.finished])
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
     embeddings = np.asarray(library.embeddings, dtype=np.float32)
     pca = PCA(n_components=2, random_state=0).fit(embeddings[:: max(1, len(embeddings) // 20000)])
     points = pca.transform(embeddings)
-    ax.scatter(points[:, 0], points[:, 1], s=2, c="lightgrey", label=f"library ({len(library):,})", rasterized=True)
+    ax.scatter(points[:, 0], points[:, 1], s=2, c="lightgrey", label=f"library ({len(library):,} models)", rasterized=True)
     if len(scores):
         evaluated = points[[library.index(h) for h in state.finished]]
-        marks = ax.scatter(evaluated[:, 0], evaluated[:, 1], s=30, c=scores, cmap="viridis", edgecolors="black", label="evaluated")
+        marks = ax.scatter(evaluated[:, 0], evaluated[:, 1], s=30, c=scores, cmap="viridis", edgecolors="black",
+                           label=f"evaluated ({len(scores)}), colour: score")
         fig.colorbar(marks, ax=ax, label="score")
-    ax.set(xlabel="PC 1 of the embeddings", ylabel="PC 2", title="library map")
-    ax.legend(loc="best", fontsize=8)
-    paths.append(report / "library_map.png")
-    fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    if objectives_of(state).multi:
-        paths.append(write_front_plot(report / "pareto.png", state, library))
-    return paths
+    ax.set(xlabel="PC 1 of the embeddings", ylabel="PC 2")
+    _titled(ax, "library map: the models' embeddings (PCA)", state)
+    # Below the axes, outside them: a legend inside would hide points wherever it sat.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
+    return fig
 
 
-def write_front_plot(path: Path, state: SearchState, library: Library) -> Path:
+def front_figure(state: SearchState, library: Library) -> Figure:
     """The search's first two objectives: every evaluated model, the front highlighted and named, and the untried
     library shown faintly along an axis whose objective is cheap (known without training)."""
     objectives = objectives_of(state)
@@ -193,13 +282,41 @@ def write_front_plot(path: Path, state: SearchState, library: Library) -> Path:
     for row, model_hash in zip(on_front, np.array(state.finished)[front][order], strict=True):
         ax.annotate(model_hash[:8], (row[1], row[0]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     arrow = {True: "higher is better", False: "lower is better"}
-    ax.set(xlabel=f"{x_objective.name} ({arrow[x_objective.maximize]})", ylabel=f"{y_objective.name} ({arrow[y_objective.maximize]})",
-           title=f"{state.config.get('strategy', '')} search: {len(state.finished)} evaluated"
-                 + (f" (plot: first 2 of {len(names)} objectives)" if len(names) > 2 else ""))
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    ax.set(xlabel=f"{x_objective.name} ({arrow[x_objective.maximize]})", ylabel=f"{y_objective.name} ({arrow[y_objective.maximize]})")
+    for objective, axis in ((x_objective, ax.xaxis), (y_objective, ax.yaxis)):
+        if isinstance(objective, ParameterCount):
+            count_axis(axis)
+    _titled(ax, f"{state.config.get('strategy', '')} search: {len(state.finished)} evaluated"
+                + (f" (plot: first 2 of {len(names)} objectives)" if len(names) > 2 else ""), state)
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write a figure as PNG (whole: legends outside the axes included) and free it."""
+    try:
+        with atomic_write(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
+
+
+def write_plots(run: RunLayout, state: SearchState, library: Library) -> list[Path]:
+    """report/best_score.png, report/score_vs_parameters.png, report/library_map.png (and report/pareto.png with several
+    objectives); each says what was measured (see :func:`measured`)."""
+    run.report.mkdir(exist_ok=True)
+    paths = [save_figure(best_score_figure(state), run.report / "best_score.png"),
+             save_figure(size_figure(state, library), run.report / "score_vs_parameters.png"),
+             save_figure(library_map_figure(state, library), run.report / "library_map.png")]
+    if objectives_of(state).multi:
+        paths.append(write_front_plot(run.report / "pareto.png", state, library))
+    return paths
+
+
+def write_front_plot(path: Path, state: SearchState, library: Library) -> Path:
+    """report/pareto.png: :func:`front_figure` saved."""
+    return save_figure(front_figure(state, library), path)
 
 
 def write_scored_library(run: RunLayout, state: SearchState, library: Library) -> Path:

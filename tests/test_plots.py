@@ -1,0 +1,182 @@
+"""Plots say what was measured (metric, tasks, data), count axes in whole numbers, and keep their legends off the points.
+
+The figures are checked as matplotlib objects (titles, tick positions, legend and axes extents after drawing),
+built from real searches (inline executor, synthetic benchmark) and from settings parsed as run_boshnas.py parses them.
+"""
+
+import contextlib
+import copy
+import importlib.util
+import io
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from embeddings.design_space import load_design_space
+from embeddings.library import Library
+from flexibert import compare_strategies, run_boshnas, synthetic_benchmark
+from flexibert.data.demo_corpus import prepare_demo_data
+from flexibert.search import report
+from flexibert.search.settings import parse_args as search_args
+from flexibert.search.settings import search_config
+
+REPO = Path(__file__).resolve().parents[1]
+BUDGET = 3  # few evaluations: matplotlib's default ticks would be 1, 1.25, 1.5, ...
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """The tiny design space's 144 models, embedded, with a synthetic benchmark (flexibert/synthetic_benchmark.py)."""
+    work = tmp_path_factory.mktemp("plots")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        library = Library.from_design_space(load_design_space(REPO / "design_space" / "design_space_tiny.yaml"), layers_per_stack=1)
+        library.build_embeddings(num_neighbors=5, seed=0)
+        library.save(work / "library.json")
+        synthetic_benchmark.main(["--dataset_file", str(work / "library.json"), "--output", str(work / "synthetic.json")])
+    return {"library": work / "library.json", "benchmark": work / "synthetic.json", "work": work}
+
+
+@pytest.fixture(scope="module")
+def searched(files):
+    """A finished two-objective search (score and parameters) of BUDGET models: its state and library."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        state = run_boshnas.main(["--dataset_file", str(files["library"]), "--benchmark_file", str(files["benchmark"]),
+                                  "--executor", "inline", "--run_dir", str(files["work"] / "run"), "--strategy", "random",
+                                  "--budget", str(BUDGET), "--num_init", str(BUDGET), "--objectives", "glue", "params"])
+    assert len(state.finished) == BUDGET
+    return state, Library.load(files["library"])
+
+
+def figures(state, library) -> dict:
+    return {"best_score": report.best_score_figure(state), "score_vs_parameters": report.size_figure(state, library),
+            "library_map": report.library_map_figure(state, library), "pareto": report.front_figure(state, library)}
+
+
+def whole_ticks(ax, axis: str) -> list[float]:
+    """The tick positions matplotlib draws inside the axis's view (after a draw, as in the saved file)."""
+    ax.figure.canvas.draw()
+    low, high = sorted(getattr(ax, f"get_{axis}lim")())
+    ticks = [t for t in getattr(ax, f"get_{axis}ticks")() if low <= t <= high]
+    assert ticks, f"no {axis} ticks"
+    return ticks
+
+
+def test_every_run_plot_says_what_was_measured(searched):
+    state, library = searched
+    for name, fig in figures(state, library).items():
+        title = fig.axes[0].get_title()
+        assert "score: glue from the benchmark synthetic.json (synthetic scores, NOT GLUE)" in title, (name, title)
+        plt.close(fig)
+
+
+def test_count_axes_have_only_whole_number_ticks(searched):
+    state, library = searched
+    for name, fig in figures(state, library).items():
+        ax = fig.axes[0]
+        if name != "library_map":  # the map's axes are principal components, not counts
+            xs = whole_ticks(ax, "x")
+            assert all(float(t).is_integer() for t in xs), (name, xs)
+        plt.close(fig)
+    fig = report.best_score_figure(state)
+    assert len(whole_ticks(fig.axes[0], "x")) <= BUDGET  # 1, 2, 3: no 1.5 models
+    plt.close(fig)
+
+
+def test_library_map_legend_sits_outside_the_axes(searched):
+    state, library = searched
+    fig = report.library_map_figure(state, library)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert not legend.overlaps(axes), (legend, axes)
+    assert legend.y1 < axes.y0  # below the axes (and so on the saved image: bbox_inches="tight" keeps it)
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"library (144 models)", f"evaluated ({BUDGET}), colour: score"}
+    plt.close(fig)
+
+
+def test_write_plots_writes_every_file(searched, files):
+    state, library = searched
+    paths = report.write_plots(report.RunLayout(files["work"] / "run"), state, library)
+    assert [p.name for p in paths] == ["best_score.png", "score_vs_parameters.png", "library_map.png", "pareto.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+@pytest.fixture(scope="module")
+def data_folders(tmp_path_factory) -> dict[str, Path]:
+    """The offline demo's GLUE-layout tasks (synthetic labels) and a GLUE TSV folder that is not the demo's."""
+    work = tmp_path_factory.mktemp("data")
+    prepare_demo_data(work / "demo", 4, 4, seed=1)
+    (work / "glue" / "RTE").mkdir(parents=True)
+    return {"demo": work / "demo" / "glue", "glue": work / "glue"}
+
+
+def described(files: dict, *flags: str) -> str:
+    """report.measured() of the settings a search records for these run_boshnas.py flags."""
+    return report.measured(search_config(search_args(["--dataset_file", str(files["library"]), *flags])))
+
+
+def test_measured_names_the_metric_tasks_and_data(files, data_folders):
+    demo = described(files, "--glue_dir", str(data_folders["demo"]), "--glue_tasks", "cola", "rte")
+    assert demo.splitlines() == ["score: GLUE score, mean of cola (MCC), rte (acc)",
+                                 "data: synthetic demo tasks, NOT GLUE (demo/glue)"]
+    assert described(files, "--glue_dir", str(data_folders["glue"]), "--task", "rte").splitlines() == [
+        "score: rte (acc)", f"data: dev sets of the GLUE TSVs in {data_folders['glue'].parent.name}/glue"]
+    hub = described(files, "--glue_tasks", "mrpc", "stsb")
+    assert hub == "score: GLUE score, mean of mrpc (acc+F1), stsb (Pearson+Spearman)\ndata: GLUE dev sets from the hub (nyu-mll/glue)"
+    # --glue_dir passed on in --finetune_args wins, as it does in the job's own flags
+    passed = described(files, "--glue_dir", str(data_folders["glue"]), "--finetune_args", f"--glue_dir {data_folders['demo']}")
+    assert "synthetic demo tasks" in passed
+
+
+def test_a_training_run_plot_names_the_demo_data(searched, files, data_folders):
+    state, library = searched
+    trained = copy.copy(state)
+    trained.config = search_config(search_args(["--dataset_file", str(files["library"]), "--glue_dir", str(data_folders["demo"]),
+                                                "--glue_tasks", "cola", "rte"]))
+    fig = report.best_score_figure(trained)
+    assert "boshnas search: 3 models evaluated" in fig.axes[0].get_title()  # the settings given here
+    assert "data: synthetic demo tasks, NOT GLUE" in fig.axes[0].get_title()
+    plt.close(fig)
+
+
+def test_benchmark_that_is_not_synthetic_is_named_as_looked_up(files, tmp_path):
+    bench = tmp_path / "measured.json"
+    bench.write_text(json.dumps({"source": "NAS-Bench-BERT", "entries": []}))
+    assert report.measured({"benchmark_file": str(bench), "benchmark_metric": "glue"}) == \
+        "score: glue from the benchmark measured.json (looked up, not trained)"
+
+
+def test_strategy_comparison_plot_says_what_was_measured(files):
+    args, passed_on = compare_strategies.parse_args(["--dataset_file", str(files["library"]), "--benchmark_file", str(files["benchmark"]),
+                                                     "--strategies", "random", "boshnas", "--seeds", "1", "2", "--budget", str(BUDGET)])
+    measure = compare_strategies.Measure(args, passed_on)
+    curves = {"random": np.array([[50.0, 55, 55], [48, 48, 60]]), "boshnas": np.array([[50.0, 58, 61], [52, 52, 62]])}
+    fig = compare_strategies.comparison_figure(curves, args, measure)
+    title = fig.axes[0].get_title()
+    assert "best glue score so far (2 seeds per strategy" in title and "synthetic.json (synthetic scores, NOT GLUE)" in title
+    assert all(float(t).is_integer() for t in whole_ticks(fig.axes[0], "x"))
+    plt.close(fig)
+
+
+def load_benchmark_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_plots_count_evaluations_in_whole_numbers():
+    efficiency = load_benchmark_script("search_efficiency")
+    fig, ax = plt.subplots()
+    efficiency.plot(ax, "synthetic", {"random": [[50.0, 55, 52], [40.0, 60, 61]]}, np.array([40.0, 50, 55, 60, 61]), BUDGET)
+    assert all(float(t).is_integer() for t in whole_ticks(ax, "x"))
+    plt.close(fig)
+    objective = load_benchmark_script("multi_objective")
+    every = np.array([[60.0, 4e6], [70.0, 9e6], [65.0, 5e6], [50.0, 3e6]])
+    fig = objective.figure({"random": np.array([[0.2, 0.4, 0.5]])}, every, every[:2], BUDGET)
+    assert all(float(t).is_integer() for t in whole_ticks(fig.axes[0], "x"))
+    assert "GLUE score" in fig.axes[0].get_title()
+    plt.close(fig)
