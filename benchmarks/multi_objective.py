@@ -127,7 +127,8 @@ def figure(curves: dict[str, np.ndarray], every: np.ndarray, example: np.ndarray
     steps = np.arange(1, budget + 1)
     for strategy, runs in curves.items():
         left.plot(steps, np.nanmean(runs, axis=0), label=f"{strategy} ({len(runs)} seeds)")
-    left.set(xlabel="evaluated models", ylabel="hypervolume / true front's (mean)", title="NAS-Bench-BERT: GLUE score (mean of 8 dev tasks) x total parameters")
+    left.set(xlabel="evaluated models", ylabel="hypervolume / true front's (mean)",
+             title="NAS-Bench-BERT: GLUE score (mean of 8 dev tasks) x total parameters")
     count_axis(left.xaxis)
     left.legend(fontsize=8)
     front = pareto_mask(as_minimisation(every, [True, False]))

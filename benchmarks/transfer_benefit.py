@@ -44,11 +44,11 @@ PARENT = _dict(["sa", "sa"], ["sdp", "sdp"], [2, 2], [128, 128], [[512], [512]])
 TARGETS = {
     "same (control)": PARENT,
     "near: layer 2 sa -> l dct": _dict(["sa", "l"], ["sdp", "dct"], [2, 2], [128, 128], [[512], [512]]),
-    "middle: layer 2 -> c9, 4 heads, FF 1024": _dict(["sa", "c"], ["sdp", 9], [2, 4], [128, 128], [[512], [1024]]),
     "far: c9 + l dft, 4 heads, FF 1024": _dict(["c", "l"], [9, "dft"], [4, 4], [128, 128], [[1024], [1024]]),
     "deeper: two more sa layers": _dict(["sa"] * 4, ["sdp"] * 4, [2] * 4, [128] * 4, [[512]] * 4),
     "shallower: first layer only": _dict(["sa"], ["sdp"], [2], [128], [[512]]),
     "wider: hidden 256, 4 heads": _dict(["sa", "sa"], ["sdp", "sdp"], [4, 4], [256, 256], [[1024], [1024]]),
+    "middle: layer 2 -> c9, 4 heads, FF 1024": _dict(["sa", "c"], ["sdp", 9], [2, 4], [128, 128], [[512], [1024]]),
     "narrower: hidden 64, FF 256": _dict(["sa", "sa"], ["sdp", "sdp"], [2, 2], [64, 64], [[256], [256]]),
 }
 
@@ -58,7 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work_dir", default="runs/transfer_benefit", help="inputs and trained models (reused on a re-run)")
     parser.add_argument("--steps", type=int, default=200, help="S: pretraining steps from scratch")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5], help="warm-start steps as fractions of S")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of every run (the noise between them is measured)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                        help="seeds of the scratch runs (the noise between them is measured)")
+    parser.add_argument("--warm_seeds", type=int, help="how many of --seeds also warm-start (default: all; 1 halves a CPU run)")
     parser.add_argument("--targets", nargs="+", help="first words of the targets to run (default: all)")
     parser.add_argument("--lines", type=int, default=12000, help="lines of WikiText-2 train used as the corpus")
     parser.add_argument("--vocab_size", type=int, default=4000, help="BPE vocabulary (the MLM decoder dominates a tiny model's cost)")
@@ -131,6 +133,8 @@ def measure_target(args, inputs, name: str, model_dict: dict) -> dict:
         output = work / f"{slug}-scratch-seed{seed}"
         scratch.append(train(args, inputs, model_dict, output, args.steps, seed)["eval_loss"])
         points = curve(output)
+        if args.warm_seeds is not None and seed not in args.seeds[: args.warm_seeds]:
+            continue
         for fraction in args.fractions:
             steps = max(1, round(fraction * args.steps))
             loss = train(args, inputs, model_dict, work / f"{slug}-warm{steps}-seed{seed}", steps, seed, init_from=parent)["eval_loss"]

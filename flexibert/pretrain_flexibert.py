@@ -20,11 +20,11 @@ transfer, --transfer_mode RP or OD) instead of at random.
 Re-running the same command resumes from the last checkpoint in --output_dir; on SIGTERM (a SLURM
 time limit or requeue) a run first saves a checkpoint after its current step (under torchrun all ranks
 stop at the same step); once finished it does nothing. --output_dir then holds the final
-model (safetensors) with its tokenizer, trainer_state.json and pretrain_results.json (written atomically): eval_loss and perplexity on the validation split
-(masked with a fixed seed, so comparable across models), steps, wall time, tokens/s, parameter
-count, model dict and hash, and the transferred fraction with --init_from. The checkpoints (the
-last --save_total_limit, optimizer state included) are deleted once the run has finished, unless
---keep_checkpoints is given.
+model (safetensors) with its tokenizer, trainer_state.json and pretrain_results.json (written
+atomically): eval_loss and perplexity on the validation split (masked with a fixed seed, so
+comparable across models), steps, wall time, tokens/s, parameter count, model dict and hash, and the
+transferred fraction with --init_from. The checkpoints (the last --save_total_limit, optimizer state
+included) are deleted once the run has finished, unless --keep_checkpoints is given.
 """
 
 from __future__ import annotations

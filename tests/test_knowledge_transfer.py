@@ -6,6 +6,7 @@ from helpers import BERT_TINY
 from embeddings.library import Library
 from flexibert.models.weight_transfer import model_overlap
 from flexibert.search.job import pretrain_steps, training_record
+from flexibert.search.report import pretraining_summary
 from flexibert.search.transfer import DEFAULT_THRESHOLD, WARM_FRACTION, closest_trained_neighbor, warm_start_steps
 
 S = 1000
@@ -53,8 +54,11 @@ def test_closest_trained_neighbour_respects_the_threshold(library):
 
 
 def test_results_record_how_a_model_was_pretrained():
-    warm = training_record({"init_from": "/run/models/abc/pretrained", "closeness": 0.9, "global_step": 40, "max_steps": 40,
-                            "eval_loss": 6.5})
-    assert warm == {"start": "warm", "from": "/run/models/abc/pretrained", "closeness": 0.9, "steps": 40, "max_steps": 40,
+    warm = training_record({"init_from": "/run/models/abc/pretrained", "closeness": 0.9, "global_step": 90, "max_steps": 90,
+                            "eval_loss": 6.5}, budget_steps=200)
+    assert warm == {"start": "warm", "from": "/run/models/abc/pretrained", "closeness": 0.9, "steps": 90, "budget_steps": 200,
                     "mlm_loss": 6.5}
-    assert training_record({"init_from": None, "global_step": 100, "max_steps": 100, "eval_loss": 6.0})["start"] == "scratch"
+    scratch = training_record({"init_from": None, "global_step": 200, "max_steps": 200, "eval_loss": 6.0}, budget_steps=200)
+    assert scratch["start"] == "scratch" and scratch["from"] is None
+    assert pretraining_summary(warm) == "warm (closeness 0.90), 90 of 200 steps"
+    assert pretraining_summary(scratch) == "scratch, 200 steps" and pretraining_summary(None) == ""

@@ -41,7 +41,7 @@ def argv(work, tiny_pretraining_inputs) -> list[str]:
     return ["--model_dict", json.dumps(TINY), "--tokenizer", str(work / "tokenizer"), "--dataset_dir", str(work / "dataset"),
             "--max_seq_length", str(SEQ), "--max_steps", str(STEPS), "--warmup_steps", "1", "--learning_rate", "1e-3",
             "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "64", "--gradient_accumulation_steps", "1",
-            "--save_steps", "2", "--logging_steps", "2"]
+            "--save_steps", "2", "--logging_steps", "2", "--keep_checkpoints"]
 
 
 @pytest.fixture(scope="module")

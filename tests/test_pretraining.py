@@ -61,8 +61,17 @@ def pretrain_argv(tokenizer_dir: Path, dataset_dir: Path, output: Path, *extra: 
 
 @pytest.fixture(scope="module")
 def pretrained(work, tokenizer_dir, dataset_dir) -> tuple[Path, dict, list[str]]:
-    argv = pretrain_argv(tokenizer_dir, dataset_dir, work / "tiny", "--eval_before_training")
+    argv = pretrain_argv(tokenizer_dir, dataset_dir, work / "tiny", "--eval_before_training", "--keep_checkpoints")
     return work / "tiny", pretrain_flexibert.main(argv), argv
+
+
+def test_a_finished_run_keeps_its_model_and_results_but_no_checkpoints(work, tokenizer_dir, dataset_dir):
+    """Checkpoints (optimizer state: 3x the weights) exist to resume; a finished run of a search keeps only what is used."""
+    output = work / "no-checkpoints"
+    results = pretrain_flexibert.main(pretrain_argv(tokenizer_dir, dataset_dir, output, "--max_steps", "4", "--save_steps", "2"))
+    assert results["global_step"] == 4 and not checkpoints_in(output)
+    assert {"model.safetensors", "config.json", "pretrain_results.json", "tokenizer.json"} <= {p.name for p in output.iterdir()}
+    assert not [p for p in output.iterdir() if p.is_dir() and p.name.startswith(("checkpoint", "incomplete"))]
 
 
 def run_script(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -11,7 +11,9 @@ from transformers import AutoModel, AutoTokenizer
 
 from embeddings.library import Library
 from flexibert import export_models, prepare_pretrain_dataset, run_boshnas, save_roberta_tokenizer
+from flexibert.models.weight_transfer import model_overlap
 from flexibert.search.journal import Journal, SearchState
+from flexibert.search.transfer import warm_start_steps
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = [
@@ -47,7 +49,7 @@ def test_a_search_pretrains_fine_tunes_and_warm_starts_from_a_trained_neighbour(
         "--dataset_file", str(training_inputs["library"]), "--run_dir", str(run_dir), "--executor", "local", "--poll_interval", "0.5",
         "--strategy", "random", "--num_init", "1", "--budget", "2", "--task", "rte", "--transfer_threshold", "0.5",
         "--tokenizer", str(training_inputs["tokenizer"]), "--pretrain_dataset_dir", str(training_inputs["dataset"]),
-        "--glue_dir", str(SHARED / "glue"), "--pretrain_steps", "30", "--transfer_pretrain_steps", "10",
+        "--glue_dir", str(SHARED / "glue"), "--pretrain_steps", "30",
         "--pretrain_args", f"--max_seq_length {SEQ} --per_device_train_batch_size 8 --warmup_steps 2 --learning_rate 1e-3 "
                            "--save_steps 10 --logging_steps 10",
         "--finetune_args", f"--max_train_samples 64 --max_eval_samples 64 --num_train_epochs 1 --max_seq_length {SEQ} "
@@ -58,8 +60,19 @@ def test_a_search_pretrains_fine_tunes_and_warm_starts_from_a_trained_neighbour(
     scratch = json.loads((run_dir / "models" / first / "pretrained" / "pretrain_results.json").read_text())
     warm = json.loads((run_dir / "models" / second / "pretrained" / "pretrain_results.json").read_text())
     assert scratch["global_step"] == 30 and scratch["init_from"] is None
-    assert warm["global_step"] == 10 and warm["init_from"] == str((run_dir / "models" / first / "pretrained").resolve())
+    library = Library.load(training_inputs["library"])
+    closeness = model_overlap(library.model_dict(second), library.model_dict(first))
+    assert warm["closeness"] == pytest.approx(closeness) and closeness >= 0.5
+    assert warm["global_step"] == warm_start_steps(closeness, 30) < 30  # the closeness rule decided the warm start's steps
+    assert warm["init_from"] == str((run_dir / "models" / first / "pretrained").resolve())
     assert warm["transferred_fraction"] > 0.5
+    records = {h: json.loads((run_dir / "models" / h / "results.json").read_text())["training"] for h in state.finished}
+    assert records[first] == {"start": "scratch", "from": None, "closeness": None, "steps": 30, "budget_steps": 30,
+                              "mlm_loss": scratch["eval_loss"]}
+    assert records[second]["start"] == "warm" and records[second]["steps"] == warm["global_step"]
+    assert state.candidates[second].training == records[second]  # journaled: the leaderboard and strategies read it from there
+    assert "scratch, 30 steps" in (run_dir / "leaderboard.md").read_text()
+    assert not list((run_dir / "models" / first / "pretrained").glob("checkpoint-*"))  # a finished model keeps no checkpoints
 
     for model_hash in state.finished:
         results = json.loads((run_dir / "models" / model_hash / "results.json").read_text())

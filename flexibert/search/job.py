@@ -91,7 +91,7 @@ def run_finetune(model: ModelLayout, config: dict) -> dict:
                                         "--tasks", *config["tasks"], *config["finetune_args"]]))
 
 
-def _trained_results(model: ModelLayout) -> dict:
+def _trained_results(model: ModelLayout, budget_steps: int) -> dict:
     """What results.json records of the two training stages."""
     pretrain = json.loads((model.pretrained / PRETRAIN_RESULTS_FILE).read_text())
     glue = json.loads((model.glue / GLUE_RESULTS_FILE).read_text())
@@ -99,20 +99,21 @@ def _trained_results(model: ModelLayout) -> dict:
             "parameters": glue["encoder_parameters"],
             "pretrain": {k: pretrain.get(k) for k in ("eval_loss", "perplexity", "global_step", "init_from",
                                                       "transferred_fraction", "world_size", "wall_time_s")},
-            "training": training_record(pretrain),
+            "training": training_record(pretrain, budget_steps),
             "finetune_wall_time_s": glue["wall_time_s"]}
 
 
-def training_record(pretrain: dict) -> dict:
+def training_record(pretrain: dict, budget_steps: int) -> dict:
     """How the model was pretrained, so the leaderboard and the surrogate can tell a warm start from a scratch run.
 
     ``start`` is ``scratch`` or ``warm``; a warm start names its neighbour's model folder and how close
-    the two encoders are. ``steps`` against ``max_steps`` shows how much of the budget it used, and
-    ``mlm_loss`` is the final validation MLM loss (the same masked sequences for every model).
+    the two encoders are. ``steps`` against ``budget_steps`` (the run's --pretrain_steps, what a scratch
+    run trains) shows how much of the budget it used, and ``mlm_loss`` is the final validation MLM loss
+    (the same masked sequences for every model).
     """
     warm = pretrain.get("init_from") is not None
     return {"start": "warm" if warm else "scratch", "from": pretrain.get("init_from"), "closeness": pretrain.get("closeness"),
-            "steps": pretrain.get("global_step"), "max_steps": pretrain.get("max_steps"), "mlm_loss": pretrain.get("eval_loss")}
+            "steps": pretrain.get("global_step"), "budget_steps": budget_steps, "mlm_loss": pretrain.get("eval_loss")}
 
 
 def job_latency(model: ModelLayout, model_dict: dict, settings: dict) -> dict:
@@ -138,7 +139,7 @@ def collect(run: RunLayout, model_hash: str, neighbor: str | None, config: dict,
                         "parameters": encoder_parameters(model_dict),
                         "benchmark": benchmark_columns(config["benchmark_file"], model_hash)})
     else:
-        results.update(_trained_results(model))
+        results.update(_trained_results(model, config["pretrain_steps"]))
     if config.get("latency"):
         results["latency"] = job_latency(model, model_dict, config["latency"])
     results["wall_time_s"] = round(time.time() - started, 3)

@@ -33,7 +33,7 @@ from flexibert.search.pareto import as_minimisation, pareto_mask  # noqa: E402
 from flexibert.utils.files import atomic_write  # noqa: E402
 
 HISTORY_COLUMNS = ("index", "model_hash", "score", "method", "round", "neighbor", "wall_s", "attempts")
-LEADERBOARD_COLUMNS = ("rank", "model_hash", "score", "parameters", "method", "neighbor", "weights", "model_dict")
+LEADERBOARD_COLUMNS = ("rank", "model_hash", "score", "parameters", "method", "neighbor", "pretrained", "weights", "model_dict")
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -84,8 +84,23 @@ def leaderboard_rows(state: SearchState, library: Library, run: RunLayout | None
     extra = _extra_objectives(state)
     return [{"rank": rank, "model_hash": h, "score": state.candidates[h].score, "parameters": state.candidates[h].parameters,
              **{name: state.candidates[h].objectives.get(name) for name in extra}, "pareto": "yes" if h in front else "",
-             "method": state.candidates[h].method, "neighbor": state.candidates[h].neighbor or "", "weights": _weights(run, h),
+             "method": state.candidates[h].method, "neighbor": state.candidates[h].neighbor or "",
+             "pretrained": pretraining_summary(state.candidates[h].training), "weights": _weights(run, h),
              "model_dict": json.dumps(library.model_dict(h), separators=(",", ":"))} for rank, h in enumerate(ranked, 1)]
+
+
+def pretraining_summary(training: dict | None) -> str:
+    """How a model was pretrained, in a few words: "scratch, 200 steps" or "warm (closeness 0.89), 90 of 200 steps".
+
+    Empty for a model that was not trained (a benchmark score) or journaled before the record existed.
+    """
+    if not training:
+        return ""
+    if training.get("start") != "warm":
+        return f"scratch, {training.get('steps') or 0:,} steps"
+    closeness = training.get("closeness")
+    close = f" (closeness {closeness:.2f})" if isinstance(closeness, (int, float)) else ""
+    return f"warm{close}, {training.get('steps') or 0:,} of {training.get('budget_steps') or 0:,} steps"
 
 
 def _number(value: object) -> str:
@@ -94,13 +109,14 @@ def _number(value: object) -> str:
 
 def _markdown(rows: list[dict], failed: int, extra: list[str], objectives: str) -> str:
     objectives = "".join(f"{name} | " for name in extra)
-    lines = [f"| rank | model | score | parameters | {objectives}Pareto | found by | weights | model dict |",
-             "|---:|---|---:|---:|" + "---:|" * len(extra) + "---|---|---|---|"]
+    lines = [f"| rank | model | score | parameters | {objectives}Pareto | found by | pretrained | weights | model dict |",
+             "|---:|---|---:|---:|" + "---:|" * len(extra) + "---|---|---|---|---|"]
     for row in rows:
         params = f"{row['parameters']:,}" if row["parameters"] else "?"
         values = "".join(f"{_number(row[name])} | " for name in extra)
         lines.append(f"| {row['rank']} | `{row['model_hash'][:12]}` | {row['score']:.2f} | {params} | {values}"
-                     f"{'**yes**' if row['pareto'] else ''} | {row['method']} | {row['weights'] or '-'} | `{row['model_dict']}` |")
+                     f"{'**yes**' if row['pareto'] else ''} | {row['method']} | {row['pretrained'] or '-'} | {row['weights'] or '-'} | "
+                     f"`{row['model_dict']}` |")
     lines.append("\nPareto: no other evaluated model is at least as good in every objective"
                  f" ({objectives}) and better in one.")
     if failed:
