@@ -238,3 +238,15 @@ def test_the_hash_sample_is_checked_on_a_resume_too(inputs, tmp_path):
     with pytest.raises(SystemExit, match="entry #3 stores the hash .* rebuild it with embeddings/generate_library.py"):
         run_boshnas.main([*argv[:-1], "3"])
     assert (run_dir / "journal.jsonl").read_text() == journal
+
+
+def test_a_run_dir_that_is_a_file_or_under_one_is_refused_in_one_line(tmp_path, capsys):
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a folder")
+    for run_dir, said in ((afile, "is a file, not a folder; give the folder the run should write to"),
+                          (afile / "run", f"{afile} is a file, not a folder; choose another run folder")):
+        with pytest.raises(SystemExit) as stopped:
+            parse_args(["--dataset_file", "x", "--run_dir", str(run_dir)])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and f"error: --run_dir {run_dir}: {said}" in err and "Traceback" not in err
+    assert afile.read_text() == "not a folder"

@@ -121,7 +121,17 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
             parser.error(f"--{name}: {err}")
     if args.run_dir is None:
         args.run_dir = f"runs/{args.strategy}_{args.task}_seed{args.seed}"
+    if (problem := run_dir_problem(Path(args.run_dir))) is not None:
+        parser.error(f"--run_dir {args.run_dir}: {problem}")
     return args
+
+
+def run_dir_problem(run_dir: Path) -> str | None:
+    """Why the run folder cannot be made or used (a file in its place or on its path), or None."""
+    if run_dir.exists() and not run_dir.is_dir():
+        return "is a file, not a folder; give the folder the run should write to (a new or an earlier run's)"
+    blocker = next((parent for parent in run_dir.parents if parent.exists() and not parent.is_dir()), None)
+    return f"{blocker} is a file, not a folder; choose another run folder" if blocker is not None else None
 
 
 def glue_task_name(name: str) -> str:
