@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
 from embeddings.library import Library
 from flexibert import demo
+from flexibert.training.progress import read_progress
 
 
 @pytest.mark.slow
@@ -31,7 +33,18 @@ def test_demo_runs_the_whole_pipeline_and_resumes(tmp_path, capsys):
     finer = Library.load(result["next_library"])
     assert finer.metadata["hierarchy_level"] == 2 and len(finer) > 0
 
+    for record in ("data", "tokenizer", "pretrain_dataset", "library.json", "search", "library_level2.json"):
+        assert json.loads((out / f"{record}.stage.json").read_text())["inputs"]  # what each step was built from
+    for model in (search / "models").iterdir():  # what the console showed while the jobs ran
+        assert read_progress(model / "pretrained" / "progress.json")["done"]
+        assert all(read_progress(model / "glue" / task / "progress.json")["done"] for task in ("cola", "rte"))
+    capsys.readouterr()
+
     again = demo.main(argv)  # resumes: nothing is trained again
     assert again["state"].finished == result["state"].finished
     for model in (search / "models").iterdir():
         assert len(list((model / "starts").iterdir())) == 1
+    printed = capsys.readouterr().out
+    assert "rebuilding" not in printed
+    assert all(f"{name}: kept" in printed for name in ("demo data", "tokenizer", "pretraining data", "graph library", "search",
+                                                         "next-level library"))

@@ -24,6 +24,7 @@ from flexibert.search.job import run_request
 from flexibert.search.journal import Candidate, Event, Journal, RunDirError, RunLock, SearchState
 from flexibert.search.layout import SCORE_FIELD, RunLayout
 from flexibert.search.objectives import ObjectiveSet
+from flexibert.search.progress import ProgressBoard
 from flexibert.search.report import write_plots, write_scored_library, write_tables
 from flexibert.search.settings import (
     SearchError,
@@ -50,6 +51,7 @@ class Controller:
                  strategy: Strategy, executor: Executor):
         self.args, self.layout, self.journal, self.state = args, run, journal, state
         self.library, self.strategy, self.executor = library, strategy, executor
+        self.progress = ProgressBoard(str(run.root))  # each running model's stage, step/total and ETA while waiting
         self.objectives = ObjectiveSet.from_args(args)
         self.stop_reason: str | None = None
 
@@ -206,7 +208,9 @@ class Controller:
                 if not self.state.in_flight():
                     return "library exhausted"
             if self.state.in_flight():
+                self.progress.show(c.model_hash for c in self.state.in_flight())
                 self.executor.pause()
+                self.progress.hide()  # the controller prints next: bars on a terminal would be overwritten
         return self.stop_reason
 
     def cancel_in_flight(self) -> None:

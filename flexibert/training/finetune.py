@@ -26,6 +26,7 @@ from flexibert.models.modeling_flexibert import FlexiBERTForSequenceClassificati
 from flexibert.training.checkpoints import CheckpointOnSignal, clear_checkpoints, resumable_checkpoint
 from flexibert.training.distributed import is_main_process, log
 from flexibert.training.model_source import open_tokenizer, saved_model_config
+from flexibert.training.progress import ProgressFile
 from flexibert.training.results import count_parameters, finite_or_none
 from flexibert.training.settings import (
     ConfigurationError,
@@ -260,6 +261,7 @@ def finetune(settings: FinetuneSettings) -> dict:
         log(f"{task.name}: resuming from {checkpoint}")
     with CheckpointOnSignal() as stopper:
         trainer.add_callback(stopper)
+        trainer.add_callback(ProgressFile(output, f"fine-tuning {task.name}"))  # progress.json: what the search's console shows
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
     stopper.exit_if_stopped(trainer.state.global_step, output)
 

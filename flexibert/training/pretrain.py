@@ -27,6 +27,7 @@ from flexibert.training.checkpoints import (
     resumable_checkpoint,
 )
 from flexibert.training.model_source import BuiltModel, ModelSource, build_model, open_tokenizer
+from flexibert.training.progress import ProgressFile
 from flexibert.training.results import count_parameters, finite_or_none, perplexity
 from flexibert.training.settings import (
     ConfigurationError,
@@ -211,6 +212,7 @@ def pretrain(settings: PretrainSettings) -> dict:
     initial_loss = evaluate(trainer, settings.seed) if settings.eval_before_training else None
     with CheckpointOnSignal() as stopper:
         trainer.add_callback(stopper)
+        trainer.add_callback(ProgressFile(output, "pretraining"))  # progress.json: what the search's console shows
         train_output = trainer.train(resume_from_checkpoint=checkpoint)
     stopper.exit_if_stopped(trainer.state.global_step, output)
     eval_loss = evaluate(trainer, settings.seed)
