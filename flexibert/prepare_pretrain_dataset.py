@@ -25,6 +25,12 @@ tokenised as ``<s> ... </s>``; a batched ``map`` then concatenates each batch of
 and cuts it into chunks of exactly ``--max_seq_length`` tokens, dropping the final remainder of each
 batch (fewer than max_seq_length tokens per batch, about 0.5% for 1,000 Wikipedia articles at 512).
 
+Checks. Before anything is loaded or tokenised, ``--text_files`` that are missing, empty, only
+whitespace, or binary / not UTF-8 are refused on one line (the same check as save_roberta_tokenizer.py);
+so are a corpus whose rows (with ``--max_samples``: the first N) are all blank, and a train or
+validation split that gets no text. A split too short for one full sequence is refused after packing,
+before anything is saved: nothing is written to ``--output_dir`` unless the dataset is complete.
+
 Output contract (pretrain_flexibert.py relies on it): ``save_to_disk`` of a DatasetDict with splits
 "train" and "validation", columns ``input_ids`` (int32) and ``special_tokens_mask`` (int8, 1 exactly
 where the id is one of the tokenizer's special tokens, including an ``<unk>`` written in the text:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from flexibert.data.hub import is_local, require_hub
-from flexibert.data.tokenization import load_tokenizer
+from flexibert.data.tokenization import load_tokenizer, text_problem
 from flexibert.utils.cli import HelpFormatter
 from flexibert.utils.files import replaced_folder, write_json_atomic
 
@@ -103,6 +103,66 @@ def load_text_files(files: Sequence[str], max_samples: int | None, cache_dir: st
     return corpus.select(range(min(max_samples, len(corpus)))) if max_samples is not None else corpus
 
 
+def check_text_files(files: Sequence[str]) -> None:
+    """Refuse, on one line and before any loading or tokenising, text files that hold no usable text.
+
+    Missing paths come first, on their own (a typo, fixed differently). The rest of the diagnosis (empty, only whitespace,
+    binary or not UTF-8 with the byte offset, a folder) is the tokenizer's (``text_problem``), so both stages judge a file
+    alike; the datasets text builder would otherwise fail with a traceback.
+    """
+    missing = [str(f) for f in files if not Path(f).exists()]
+    if missing:
+        raise SystemExit(f"error: --text_files not found: {', '.join(missing)}; check the paths of your corpus's text files")
+    problems = [f"{f} {problem}" for f in files if (problem := text_problem(f))]
+    if problems:
+        raise SystemExit(f"error: --text_files cannot be prepared: {'; '.join(problems)}; give plain-text files of your corpus "
+                         "in UTF-8 (convert other encodings first) and leave out empty ones")
+
+
+def has_text(rows: Dataset) -> bool:
+    """Whether any row holds more than whitespace (the packer drops the others); stops at the first batch that does."""
+    return any(text.strip() for batch in rows.iter(batch_size=1000) for text in batch["text"])
+
+
+def rows(n: int) -> str:
+    """``n`` rows, in words ("1 row", "2,000 rows"), for the corpus errors."""
+    return f"{n:,} row{'' if n == 1 else 's'}"
+
+
+def more_text(args: argparse.Namespace) -> str:
+    """The first fix of a corpus that is too small: more text, which --max_samples may be holding back."""
+    return "give more text (or a larger --max_samples)" if args.max_samples is not None else "give more text"
+
+
+def check_splits_have_text(corpus: Dataset, splits: DatasetDict, args: argparse.Namespace, sources: str) -> None:
+    """Refuse, before tokenising, a corpus whose rows are all blank, or a split that gets no text from the row split.
+
+    Every file has text (``check_text_files``), but --max_samples may keep only leading blank lines (WikiText starts with
+    some), and a few rows may all go to one split; packing would then end in an empty split without saying why.
+    """
+    if not has_text(corpus):
+        kept = f", --max_samples {args.max_samples}" if args.max_samples is not None else ""
+        raise SystemExit(f"error: nothing to prepare: {sources} give only blank lines ({rows(len(corpus))} read{kept}); "
+                         f"{more_text(args)}")
+    for name, split in splits.items():
+        if not has_text(split):
+            got = f"{len(split):,} of the {rows(len(corpus))}, all blank," if len(split) else f"none of the {rows(len(corpus))}"
+            fix = "a smaller" if name == "train" else "a larger"
+            raise SystemExit(f"error: the {name} split gets no text: --validation_fraction {args.validation_fraction} puts {got} "
+                             f"of {sources} in it; {more_text(args)} or pass {fix} --validation_fraction")
+
+
+def check_packed(packed: DatasetDict, splits: DatasetDict, args: argparse.Namespace) -> None:
+    """Refuse, before anything is saved, a split too short for one full sequence; the fix depends on the split."""
+    for name, split in packed.items():
+        if len(split) == 0:
+            fix = "a smaller" if name == "train" else "a larger"
+            batches = (f", or a larger --batch_size (each batch of {rows(args.batch_size)} drops its last partial sequence)"
+                       if len(splits[name]) > args.batch_size else "")
+            raise SystemExit(f"error: the {name} split ({rows(len(splits[name]))}) has no complete {args.max_seq_length}-token "
+                             f"sequence; {more_text(args)}, pass a smaller --max_seq_length or {fix} --validation_fraction{batches}")
+
+
 def split_rows(corpus: Dataset, validation_fraction: float, seed: int) -> DatasetDict:
     """A seeded random row-level split; each split keeps the corpus order (consecutive lines stay together)."""
     order = np.random.default_rng(seed).permutation(len(corpus))
@@ -118,8 +178,9 @@ def packer(tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> Callable[
     special_ids = np.array(sorted(set(tokenizer.all_special_ids)))
 
     def pack(batch: dict[str, list]) -> dict[str, np.ndarray]:
-        texts = [text.strip() for text in batch["text"]]
-        encoded = tokenizer([t for t in texts if t], add_special_tokens=True, return_attention_mask=False, verbose=False)
+        texts = [t for t in (text.strip() for text in batch["text"]) if t]
+        # A batch of blank lines only (WikiText has runs of them) packs to nothing: a fast tokenizer fails on an empty list.
+        encoded = tokenizer(texts, add_special_tokens=True, return_attention_mask=False, verbose=False) if texts else {"input_ids": []}
         ids = np.fromiter(chain.from_iterable(encoded["input_ids"]), dtype=np.int32)
         ids = ids[: len(ids) // max_seq_length * max_seq_length].reshape(-1, max_seq_length)
         return {"input_ids": ids, "special_tokens_mask": np.isin(ids, special_ids).astype(np.int8)}
@@ -135,9 +196,7 @@ def prepare(args: argparse.Namespace) -> tuple[DatasetDict, dict]:
         raise SystemExit("error: --validation_fraction must be between 0 and 1 (exclusive)")
     if args.max_samples is not None and args.max_samples < 1:
         raise SystemExit("error: --max_samples must be positive")
-    missing = [f for f in args.text_files or [] if not Path(f).is_file()]
-    if missing:
-        raise SystemExit(f"error: --text_files not found: {', '.join(missing)}")
+    check_text_files(args.text_files or [])
     try:
         tokenizer = load_tokenizer(args.tokenizer)
     except OSError as err:
@@ -148,6 +207,7 @@ def prepare(args: argparse.Namespace) -> tuple[DatasetDict, dict]:
         sources.append(load_text_files(args.text_files, args.max_samples, args.cache_dir))
     corpus = concatenate_datasets(sources) if len(sources) > 1 else sources[0]
     splits = split_rows(corpus, args.validation_fraction, args.seed)
+    check_splits_have_text(corpus, splits, args, ", ".join([*hub, *(args.text_files or [])]))
     packed = splits.map(
         packer(tokenizer, args.max_seq_length),
         batched=True,
@@ -157,12 +217,7 @@ def prepare(args: argparse.Namespace) -> tuple[DatasetDict, dict]:
         features=FEATURES,
         desc=f"tokenising and packing into {args.max_seq_length}-token sequences",
     )
-    for name, split in packed.items():
-        if len(split) == 0:
-            raise SystemExit(
-                f"error: the {name} split has no complete {args.max_seq_length}-token sequence; use more text "
-                "(--max_samples), a larger --validation_fraction or a smaller --max_seq_length"
-            )
+    check_packed(packed, splits, args)
     sizes = {name: len(split) for name, split in packed.items()}
     info = {
         "tokenizer": str(args.tokenizer), "vocab_size": len(tokenizer), "sources": [*hub, *(args.text_files or [])], "rows": len(corpus),
