@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import math
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,9 +61,7 @@ class DesignSpace:
 
     def count(self, layers_per_stack: int, heterogeneous_ff: bool = False) -> int:
         """Number of models, without enumerating them (exact, arbitrary size)."""
-        self.check_layers_per_stack(layers_per_stack)
-        per_stack = self._stack_choices(heterogeneous_ff)
-        return sum(per_stack ** (depth // layers_per_stack) for depth in self.encoder_layers)
+        return sum(count for _, count in self.depth_counts(layers_per_stack, heterogeneous_ff))
 
     def check_layers_per_stack(self, layers_per_stack: int) -> None:
         bad = [d for d in self.encoder_layers if layers_per_stack < 1 or d % layers_per_stack]
@@ -84,6 +85,81 @@ class DesignSpace:
                                       for ws in itertools.product(self.feed_forward_hidden, repeat=stacks))
                     for ff in ff_choices:
                         yield _expand(depth, layers_per_stack, n, h, o, ff, p)
+
+    def stack_choices(self, heterogeneous_ff: bool = False) -> list[tuple]:
+        """Every choice of one stack as ``(n, h, o, p, ff)``, ``ff`` a tuple of widths; a model is one choice per stack.
+
+        The choices of different stacks are independent (``p`` depends on ``o`` and ``ff`` on the FF depth of the same
+        stack only), so the models of depth d are exactly the tuples of d / layers_per_stack choices: what sampling needs.
+        """
+        if heterogeneous_ff:
+            ffs = [ws for k in self.feed_forward_stacks for ws in itertools.product(self.feed_forward_hidden, repeat=k)]
+        else:
+            ffs = [(w,) * k for k in self.feed_forward_stacks for w in self.feed_forward_hidden]
+        return [(n, h, o, p, ff) for n in self.num_heads for h in self.hidden_size for o in self.operation_types
+                for p in self.operation_parameters[o] for ff in ffs]
+
+    def depth_counts(self, layers_per_stack: int, heterogeneous_ff: bool = False) -> list[tuple[int, int]]:
+        """``(depth, number of models of that depth)`` in the YAML's order; the counts are exact Python ints."""
+        self.check_layers_per_stack(layers_per_stack)
+        per_stack = self._stack_choices(heterogeneous_ff)
+        return [(depth, per_stack ** (depth // layers_per_stack)) for depth in self.encoder_layers]
+
+    def sample(self, count: int, layers_per_stack: int, heterogeneous_ff: bool = False, seed: int = 0) -> list[dict]:
+        """``count`` distinct models drawn uniformly from the space without enumerating it; the same seed, the same list.
+
+        Every model has a number in [0, size): depths in the YAML's order, then one base-C digit per stack (C choices
+        per stack). Distinct numbers are drawn uniformly (a uniformly random subset) and decoded in ascending order, so
+        the list is grouped by depth. A model is exactly a dict that ``enumerate`` yields.
+        """
+        size = self.count(layers_per_stack, heterogeneous_ff)
+        if not 0 <= count <= size:
+            raise ValueError(f"cannot sample {count:,} distinct models from a space of {size_text(size)}")
+        counts = self.depth_counts(layers_per_stack, heterogeneous_ff)
+        starts = list(itertools.accumulate((c for _, c in counts[:-1]), initial=0))
+        depths, choices = [d for d, _ in counts], self.stack_choices(heterogeneous_ff)
+        models = []
+        for number in _distinct_numbers(size, count, seed):
+            slot = bisect.bisect_right(starts, number) - 1
+            models.append(_decode(number - starts[slot], depths[slot], layers_per_stack, choices))
+        return models
+
+
+def size_text(size: int) -> str:
+    """A model count for messages: exact with thousands separators and its order of magnitude ('432,653,508 (4.3e+08)'),
+    or only the magnitude for counts too long to read (or to print: Python refuses ints of over 4,300 digits)."""
+    if size < 10**6:
+        return f"{size:,}"
+    exponent = int(math.log10(size))
+    exponent += size // 10**exponent >= 10  # log10 can fall just short of a power of ten
+    magnitude = f"{size / 10**exponent:.1f}e+{exponent:02d}"
+    return f"{size:,} ({magnitude})" if exponent < 30 else f"about {magnitude}"
+
+
+def _decode(local: int, depth: int, layers_per_stack: int, choices: list[tuple]) -> dict:
+    """Model number ``local`` among those of ``depth``: one base-len(choices) digit per stack, the first stack first."""
+    digits = []
+    for _ in range(depth // layers_per_stack):
+        local, digit = divmod(local, len(choices))
+        digits.append(choices[digit])
+    n, h, o, p, ff = zip(*reversed(digits), strict=True)
+    return _expand(depth, layers_per_stack, n, h, o, ff, p)
+
+
+def _distinct_numbers(size: int, count: int, seed: int) -> list[int]:
+    """``count`` distinct numbers drawn uniformly from range(size) (exact for any Python int), in ascending order.
+
+    Draws with rejection of repeats (a uniformly random subset); above half the space it draws the numbers left out
+    instead, so the rejection never needs more than about twice ``count`` draws.
+    """
+    rng = random.Random(seed)
+    keep = count if 2 * count <= size else size - count
+    chosen: set[int] = set()
+    while len(chosen) < keep:
+        chosen.add(rng.randrange(size))
+    if keep == count:
+        return sorted(chosen)
+    return [number for number in range(size) if number not in chosen]
 
 
 def _expand(depth, lps, n, h, o, ff, p) -> dict:

@@ -50,6 +50,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import multiprocessing
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -181,6 +182,7 @@ class LayerCosts:
         self.head_columns = self.columns.span(set(kinds) - set(widths))
         self.ff_columns = self.columns.span(widths)
         self.types: dict[tuple, int] = {}
+        self._layer_types: dict[tuple, int] = {}  # (head labels, FF widths) -> layer type, for labels already seen
         self._signatures: list[tuple] = []
         self._head_ids: dict[tuple, int] = {}
         self._ff_ids: dict[tuple, int] = {}
@@ -207,13 +209,18 @@ class LayerCosts:
     def _register(self, model_dict: dict) -> list[int]:
         ids = []
         for heads, widths in zip(head_labels(model_dict), model_dict["f"], strict=True):
+            layer = (tuple(heads), tuple(widths))
+            known = self._layer_types.get(layer)
+            if known is not None:  # a million models of a design space repeat a few thousand layers
+                ids.append(known)
+                continue
             signature = (tuple(sorted(self.ranks[h] for h in heads)), tuple(self.ranks[f"f{w}"] for w in widths))
             if signature not in self.types:
                 self.types[signature] = len(self._signatures)
                 self._signatures.append(signature)
                 self._head_ids.setdefault(signature[0], len(self._head_ids))
                 self._ff_ids.setdefault(signature[1], len(self._ff_ids))
-            ids.append(self.types[signature])
+            ids.append(self._layer_types.setdefault(layer, self.types[signature]))
         return ids
 
     def _grow(self) -> None:
@@ -327,13 +334,24 @@ def _choose_chains(costs: LayerCosts, pairs: list[np.ndarray], pool: np.ndarray,
         values = np.take(costs.ff_cost32, pair, axis=1)  # (options, P)
         for k in range(len(pool)):
             values += np.abs(pool[k] - np.take(costs.ff_shift[k], pair, axis=1))
-        best = values.argmin(axis=0)
+        best = _first_minimum(values)
         option = best * width + pair  # flat index into the (option, pair) tables
         for k in range(len(pool)):
             pool[k] -= np.take(costs.ff_shift[k], option)
         total += np.take(costs.ff_cost, option)
         options[i], ends[i] = best, np.take(costs.ff_end, option)
     return total + np.abs(pool).sum(axis=0), options, ends, pool
+
+
+def _first_minimum(values: np.ndarray) -> np.ndarray:
+    """``values.argmin(axis=0)`` for a few rows, row by row (argmin across rows is several times slower)."""
+    best = np.zeros(values.shape[1], dtype=np.int64)
+    lowest = values[0].copy()
+    for row in range(1, len(values)):
+        better = values[row] < lowest
+        best[better] = row
+        np.minimum(lowest, values[row], out=lowest)
+    return best
 
 
 def _evaluate(costs: LayerCosts, cand: _Candidate, ha, fa, hb, fb, pool: np.ndarray, fixed: np.ndarray) -> tuple[np.ndarray, _Trace]:
@@ -471,12 +489,13 @@ class Dissimilarity:
     def __init__(self, model_dicts: Sequence[dict], ranks: dict[str, int]):
         self.costs = LayerCosts(ranks)
         encoded = self.costs.encode_many(model_dicts)
-        self.depth = np.array([len(ids) for ids in encoded])
-        width = int(self.depth.max())
-        self.layers = np.zeros((len(encoded), width), dtype=np.int64)
-        for row, ids in enumerate(encoded):
-            self.layers[row, : len(ids)] = ids
-        self.edges = np.array([self.costs.edges(ids) for ids in encoded], dtype=float)
+        self.depth = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int64, count=int(self.depth.sum()))
+        rows = np.repeat(np.arange(len(encoded)), self.depth)
+        self.layers = np.zeros((len(encoded), int(self.depth.max())), dtype=np.int64)
+        self.layers[rows, np.arange(len(flat)) - np.repeat(np.cumsum(self.depth) - self.depth, self.depth)] = flat
+        type_edges = np.array([self.costs.edges([t]) - 1 for t in range(len(self.costs.types))], dtype=float)
+        self.edges = np.bincount(rows, weights=type_edges[flat], minlength=len(encoded)) + 1  # + the edge into output
 
     def __len__(self) -> int:
         return len(self.depth)
@@ -554,3 +573,53 @@ def _layout(model_dict: dict, ranks: dict[str, int]) -> dict:
         layers.append((list(range(first, norm1)), list(range(norm1 + 1, norm2)), (norm1, norm2)))
     labels.append("output")
     return {"layers": layers, "ranks": [ranks[label] for label in labels]}
+
+
+class ParallelPairs:
+    """A context manager: ``pairs`` of some distances (a ``Dissimilarity``) split over ``workers`` forked processes.
+
+    The values are those of ``distances.pairs`` (each pair is computed on its own), in the same order; with one
+    worker, or where processes cannot be forked, it calls ``distances`` directly. The workers are forked once, on
+    entering, and share the distances' tables with this process.
+    """
+
+    MIN_PAIRS = 1 << 16  # fewer pairs are computed here: the round trip would cost more than it saves
+
+    def __init__(self, distances, workers: int = 1):
+        self.distances = distances
+        self.workers = workers
+        self._pool = None
+
+    def __enter__(self) -> ParallelPairs:
+        if self.workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            global _SHARED
+            _SHARED = self.distances
+            self._pool = multiprocessing.get_context("fork").Pool(self.workers)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _SHARED
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+        _SHARED = None
+
+    def __len__(self) -> int:
+        return len(self.distances)
+
+    def pairs(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Distances d(left[k], right[k]), a share of the pairs per worker."""
+        left, right = np.asarray(left), np.asarray(right)
+        if self._pool is None or len(left) < self.MIN_PAIRS:
+            return self.distances.pairs(left, right)
+        bounds = np.linspace(0, len(left), 2 * self.workers + 1).astype(int)
+        pieces = [(left[a:b], right[a:b]) for a, b in itertools.pairwise(bounds)]
+        return np.concatenate(self._pool.starmap(_shared_pairs, pieces))
+
+
+_SHARED = None  # the distances of the live ParallelPairs, inherited by its forked workers
+
+
+def _shared_pairs(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    return _SHARED.pairs(left, right)

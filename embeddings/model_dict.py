@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 OP_PARAMS: dict[str, tuple[str, ...]] = {"sa": ("sdp", "wma"), "l": ("dft", "dct")}
@@ -130,19 +131,50 @@ def parse_model_dict(model_dict: dict) -> tuple[tuple[LayerSpec, ...], bool]:
             layers.append(LayerSpec(hidden[i], _parse_ff(ffs[i], i), heads, sizes[0], "hetero"))
         return tuple(layers), True
     heads_list, params = _check_list(model_dict, "n", depth), _check_list(model_dict, "p", depth)
-    for i in range(depth):
-        op, n, h = ops[i], heads_list[i], hidden[i]
-        if op not in ("sa", "l", "c"):
-            raise ValueError(f"model dict key 'o', layer {i}: unknown operation {op!r}; allowed: 'sa', 'l', 'c'")
-        param = _check_param(op, params[i], f"model dict key 'p', layer {i}")
-        if not _is_int(n) or n < 1:
-            raise ValueError(f"model dict key 'n', layer {i}: expected a positive number of heads, got {n!r}")
-        if h % n:
-            raise ValueError(f"model dict key 'n', layer {i}: hidden size h={h} is not divisible by n={n} heads")
-        if op == "c" and n % 2:
-            raise ValueError(
-                f"model dict key 'n', layer {i}: a 'c' layer splits its heads into attention and convolution halves, "
-                f"so n must be even, got {n}"
-            )
-        layers.append(LayerSpec(h, _parse_ff(ffs[i], i), (HeadSpec(op, param),) * n, h // n, op))
-    return tuple(layers), False
+    known = _known_standard_layers(ops, params, heads_list, hidden, ffs)
+    if known is not None:
+        return known, False
+    return tuple(_standard_layer(ops[i], params[i], heads_list[i], hidden[i], ffs[i], i) for i in range(depth)), False
+
+
+def _standard_layer(op: Any, param: Any, n: Any, h: int, ff: Any, i: int) -> LayerSpec:
+    """One validated layer of a standard dict; errors name the key and layer ``i``."""
+    if op not in ("sa", "l", "c"):
+        raise ValueError(f"model dict key 'o', layer {i}: unknown operation {op!r}; allowed: 'sa', 'l', 'c'")
+    param = _check_param(op, param, f"model dict key 'p', layer {i}")
+    if not _is_int(n) or n < 1:
+        raise ValueError(f"model dict key 'n', layer {i}: expected a positive number of heads, got {n!r}")
+    if h % n:
+        raise ValueError(f"model dict key 'n', layer {i}: hidden size h={h} is not divisible by n={n} heads")
+    if op == "c" and n % 2:
+        raise ValueError(
+            f"model dict key 'n', layer {i}: a 'c' layer splits its heads into attention and convolution halves, "
+            f"so n must be even, got {n}"
+        )
+    return LayerSpec(h, _parse_ff(ff, i), (HeadSpec(op, param),) * n, h // n, op)
+
+
+def _known_standard_layers(ops: list, params: list, heads: list, hidden: list, ffs: list) -> tuple[LayerSpec, ...] | None:
+    """The layers from a cache of valid ones (a million models of a design space repeat a few thousand layers).
+
+    None where a value is not of exactly the type the cache is keyed on (``True == 1`` as a key) or a layer is
+    invalid: the caller then validates layer by layer and names what is wrong.
+    """
+    layers = []
+    for op, param, n, h, ff in zip(ops, params, heads, hidden, ffs, strict=True):
+        if type(op) is not str or type(param) not in (str, int) or type(n) is not int or type(h) is not int \
+                or type(ff) not in (list, tuple) or {type(w) for w in ff} != {int}:
+            return None
+        spec = _cached_standard_layer(op, param, n, h, tuple(ff))
+        if spec is None:
+            return None
+        layers.append(spec)
+    return tuple(layers)
+
+
+@lru_cache(maxsize=1 << 16)
+def _cached_standard_layer(op: str, param: str | int, n: int, h: int, ff: tuple[int, ...]) -> LayerSpec | None:
+    try:
+        return _standard_layer(op, param, n, h, ff, 0)
+    except ValueError:
+        return None

@@ -88,9 +88,27 @@ def biased_neighbors(label_lists: Sequence[Sequence[str]], embeddings: np.ndarra
         members = order[lo:hi]
         query = order[rank]
         distance = np.linalg.norm(embeddings[members] - embeddings[query], axis=1)
-        candidates = members[np.lexsort((distance, -overlap))]
+        candidates = members[_first_by_overlap_then_distance(overlap, distance, num_neighbors + 1)]
         result[query] = candidates[candidates != query][:num_neighbors]
     return result
+
+
+def _first_by_overlap_then_distance(overlap: np.ndarray, distance: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the first ``count`` entries in the order of ``np.lexsort((distance, -overlap))`` (a stable sort),
+    without sorting a long run whole: the entries above the overlap level where ``count`` is reached, sorted, then the
+    nearest ones at that level (ties in distance broken by position, as the stable sort does)."""
+    if len(overlap) <= 2 * count:
+        return np.lexsort((distance, -overlap))[:count]
+    level = -np.partition(-overlap, count - 1)[count - 1]  # the overlap of the count-th entry
+    above = np.flatnonzero(overlap > level)
+    above = above[np.lexsort((distance[above], -overlap[above]))]
+    at_level = np.flatnonzero(overlap == level)
+    wanted = count - len(above)
+    if wanted < len(at_level):
+        cut = np.partition(distance[at_level], wanted - 1)[wanted - 1]
+        at_level = at_level[distance[at_level] <= cut]
+    at_level = at_level[np.argsort(distance[at_level], kind="stable")][:wanted]
+    return np.concatenate([above, at_level])
 
 
 def _smallest_runs(adjacent: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -234,6 +234,9 @@ def next_level_library(args: argparse.Namespace) -> tuple[Library, Path]:
     if stored_lps is not None and stored_lps != args.old_layers_per_stack:
         print(f"warning: {args.old_dataset_file} was built with {stored_lps} layers per stack, "
               f"but --old_layers_per_stack is {args.old_layers_per_stack}", file=sys.stderr)
+    if old.metadata.get("sampled"):
+        print(f"{args.old_dataset_file} holds a uniform sample of its design space ({len(old):,} models): "
+              "refining around the best models of the sample")
     scores = read_scores(args, old)
     top = front_models(args.run_dir, scores, old, args.top_models) if args.around == "front" else top_models(scores, old, args.top_models)
     print_summary(scores, top, old)
@@ -245,5 +248,7 @@ def next_level_library(args: argparse.Namespace) -> tuple[Library, Path]:
     new.metadata.update(hierarchy_level=level, layers_per_stack=args.new_layers_per_stack,
                         heterogeneous_feed_forward=args.heterogeneous_feed_forward, parent_library=str(args.old_dataset_file),
                         top_models=top)
+    if old.metadata.get("sampled"):  # the parent held a sample of its space: the best of the sample, not of the space
+        new.metadata["parent_sampled"] = old.metadata["sampled"]
     new.build_embeddings(args.embedding_size, args.algo, args.num_neighbors, args.neighbor_method, args.seed)
     return new, output
