@@ -27,7 +27,7 @@ KERNELS = ("GraphEditDistance",)
 MAX_LIBRARY_MODELS = 1_000_000
 """Most models a library is built with unless ``--max_models`` says otherwise. Measured with benchmarks/library_speed.py
 --spaces --sample 1000000 (the full space at lps 1, --n_jobs 2): peak 5.5 GiB over all processes, 834 CPU seconds
-(858 s wall on a shared 2-core machine with load average 3.2; an estimated 9-10 min on 2 free cores), a 6.9 GiB file.
+(542 s wall on 2 idle cores, 858 s with the cores shared), a 6.9 GiB file.
 An enumerated space holds its models the same way, so this many fit a machine with 8 GB."""
 
 
@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "without enumerating it: for spaces too large to enumerate; N >= the space's size enumerates it")
     parser.add_argument("--max_models", type=at_least(1), default=MAX_LIBRARY_MODELS, metavar="M",
                         help="refuse to build a library of more than M models (a larger space needs --sample); a million "
-                             "models take about 5.5 GB and 14 CPU minutes (with --n_jobs 2, 10-15 min on 2 cores)")
+                             "models take about 5.5 GB and 14 CPU minutes (with --n_jobs 2, 9 min on 2 idle cores)")
     parser.add_argument("--heterogeneous_feed_forward", action="store_true", help="every FF sub-layer picks its own width")
     add_embedding_arguments(parser)
     parser.add_argument("--diss_mat_file", help="precomputed N x N dissimilarity matrix (.npy) in library order, instead of --kernel")
