@@ -22,6 +22,7 @@ from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBas
 from flexibert.data.pretraining_corpus import read_preparation
 from flexibert.training.checkpoints import (
     CheckpointOnSignal,
+    checkpoints_in,
     clear_checkpoints,
     is_flexibert_training_output,
     resumable_checkpoint,
@@ -180,7 +181,7 @@ def pretrain(settings: PretrainSettings) -> dict:
     output = Path(settings.output_dir or Path("models") / "pretrained" / built.model_hash)
     check_output_dir(output, settings)
     if not settings.overwrite_output_dir and (done := finished_results(output, settings.max_steps)) is not None:
-        more = "pass a larger --max_steps to continue or " if resumable_checkpoint(output, built.model_dict) else ""
+        more = "pass a larger --max_steps to continue or " if checkpoints_in(output) else ""  # only a hint: move nothing aside
         print(f"{output} already holds this model pretrained for {done['global_step']:,} steps (eval loss {done['eval_loss']:.4f}); "
               f"nothing to do ({more}pass --overwrite_output_dir to start again)")
         return done
