@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_init", type=int, default=5)
     parser.add_argument("--output_dir", type=Path, default=REPO / "runs" / "search_efficiency")
     parser.add_argument("--skip_timing", action="store_true", help="do not time BOSHNAS's proposal round")
+    parser.add_argument("--search_flags", default="", help="more run_boshnas.py flags for every search, in one string "
+                        "(e.g. --search_flags='--prob_random 0'), to measure a setting against the defaults")
     return parser.parse_args(argv)
 
 
@@ -104,7 +107,8 @@ def synthetic_files(args: argparse.Namespace) -> tuple[Path, Path]:
 def run_one(library: Path, bench: Path, strategy: str, seed: int, args: argparse.Namespace, run_dir: Path) -> list[float]:
     """The scores of one search in evaluation order (resumed if it exists)."""
     argv = ["--dataset_file", str(library), "--benchmark_file", str(bench), "--executor", "inline", "--strategy", strategy,
-            "--seed", str(seed), "--budget", str(args.budget), "--num_init", str(args.num_init), "--run_dir", str(run_dir)]
+            "--seed", str(seed), "--budget", str(args.budget), "--num_init", str(args.num_init), "--run_dir", str(run_dir),
+            *shlex.split(args.search_flags)]
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "controller.log", "a") as log, contextlib.redirect_stdout(log):
         state = run_search(search_args(argv))

@@ -160,6 +160,10 @@ JOURNAL_EDITS = {
         lambda lines: [lines[0], lines[1], json.dumps({"event": "launched", "model_hash": _first_proposal(lines[1]),
                                                        "job_id": "7"}).encode(), *lines[2:]], 3,
         "which no earlier 'submit' event submitted"),
+    "screen_with_a_bad_round": (
+        lambda lines: [*lines, json.dumps({"event": "screen", "model_hash": "0" * 64, "allowed": False, "round": "x",
+                                           "attempt": 0}).encode()], None,
+        "the 'screen' event needs a whole-number 'round' and 'attempt'"),
     "finish_without_score": (
         lambda lines: [*lines, json.dumps({"event": "finish", "model_hash": _hash_of_first_finish(lines)}).encode()], None,
         "the 'finish' event has no 'score' field"),

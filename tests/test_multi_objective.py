@@ -208,3 +208,33 @@ def test_export_chooses_from_the_front_and_refuses_models_that_were_never_traine
         export_models.main(["--run_dir", str(tmp_path / "run")])
     assert not (tmp_path / "run" / "exported").exists()
     assert "export_models" not in (tmp_path / "run" / "leaderboard.md").read_text()  # nothing to export
+
+
+def test_a_latency_cap_measures_each_model_before_it_is_proposed_and_a_resume_reuses_the_verdicts(nasbench, nasbench_search,
+                                                                                                   tmp_path, capsys):
+    from flexibert.search.objectives import Constraint
+    from flexibert.search.screening import LatencyScreen
+
+    library, settings = Library.load(nasbench["library"]), {"batch_size": 1, "seq_length": 32, "repeats": 5}
+    probe = LatencyScreen(library, Constraint(parse_objective("latency"), 0.0), settings)
+    cap = float(np.median([probe.measure(h)["median_ms"] for h in library.hashes[:9]]))  # about half the models pass here
+    flags = ("--strategy", "boshnas", "--budget", "8", "--max_latency_ms", str(cap), "--latency_seq_length", "32",
+             "--latency_repeats", "5", "--surrogate_epochs", "30")
+    state = nasbench_search(tmp_path / "run", *flags)
+    assert len(state.finished) == 8 and set(state.candidates) <= set(state.screened)  # every proposal was measured first
+    assert all(state.screened[h]["allowed"] and state.screened[h]["latency"]["median_ms"] <= cap for h in state.candidates)
+    refused = state.refused()
+    assert refused and not refused & set(state.candidates) and "not proposed" in state.console
+    assert all(state.screened[h]["latency"]["median_ms"] > cap for h in refused)
+    # A controller killed after screening the last round's models, before journaling the round: the resumed one asks the
+    # round again, reads the verdicts from the journal instead of measuring again, and proposes what the first one did.
+    journal = tmp_path / "run" / "journal.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    last_round = max(i for i, line in enumerate(lines) if json.loads(line)["event"] == "round")
+    journal.write_text("".join(lines[:last_round]))
+    resumed = nasbench_search(tmp_path / "run", *flags)
+    assert list(resumed.candidates) == list(state.candidates) and resumed.screened.keys() == state.screened.keys()
+    assert "not proposed" not in resumed.console  # nothing was measured again
+    with pytest.raises(SystemExit):
+        nasbench_search(tmp_path / "bad", "--max_latency_ms", "0")
+    assert "--max_latency_ms must be positive" in capsys.readouterr().err

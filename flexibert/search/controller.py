@@ -9,6 +9,8 @@ running jobs are adopted, lost or failed jobs are retried a bounded number of ti
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import json
 import signal
 import sys
@@ -26,10 +28,12 @@ from flexibert.search.layout import SCORE_FIELD, RunLayout
 from flexibert.search.objectives import ObjectiveSet
 from flexibert.search.progress import ProgressBoard
 from flexibert.search.report import write_plots, write_scored_library, write_tables
+from flexibert.search.screening import LatencyScreen
 from flexibert.search.settings import (
     SearchError,
     fixed_settings,
     job_config,
+    latency_settings,
     search_config,
 )
 from flexibert.search.start_checks import (
@@ -43,6 +47,8 @@ from flexibert.search.strategies import STRATEGIES, SearchContext, Strategy, ran
 from flexibert.search.transfer import closest_trained_neighbor
 from flexibert.utils.files import write_json_atomic
 
+SCREEN_CHOICES = 4  # with --max_latency_ms, proposals a strategy ranks per model wanted (measured in order until enough pass)
+
 
 class Controller:
     """The search loop: ingest finished jobs, resubmit failed ones, propose and submit new ones, until the budget or convergence."""
@@ -53,6 +59,8 @@ class Controller:
         self.library, self.strategy, self.executor = library, strategy, executor
         self.progress = ProgressBoard(str(run.root))  # each running model's stage, step/total and ETA while waiting
         self.objectives = ObjectiveSet.from_args(args)
+        caps = self.objectives.screened  # --max_latency_ms: measured model by model before proposing
+        self.screen = LatencyScreen(library, caps[0], latency_settings(args, capped=True)) if caps else None
         self.stop_reason: str | None = None
 
     # -- journal helpers ---------------------------------------------------------------------------------------
@@ -132,29 +140,62 @@ class Controller:
             return None
         return closest_trained_neighbor(self.library, model_hash, set(trained), self.args.transfer_threshold)
 
-    def propose(self, count: int) -> bool:
-        """Journal one round of proposals; False if the library has nothing left to propose."""
-        round_index = self.state.rounds
-        rng = np.random.default_rng([self.args.seed, round_index])
+    def _context(self, round_index: int, attempt: int) -> SearchContext:
+        """What the strategy sees at this attempt of this round: the scores so far, and as unavailable every model proposed
+        or refused by a screened cap at an earlier attempt."""
         values = self.state.objective_values(self.objectives.names)
         scores = self.state.scores()
         if not self.objectives.multi:  # one objective: what a strategy maximises, whichever it is
             scores = {h: v[0] if self.objectives.maximize[0] else -v[0] for h, v in values.items()}
-        context = SearchContext(self.library, scores, set(self.state.candidates), self.objectives, values)
-        if not context.available.any():  # every allowed model was proposed: a normal end, not a strategy's problem
-            return False
+        return SearchContext(self.library, scores, set(self.state.candidates) | self.state.refused(before=(round_index, attempt)),
+                             self.objectives, values)
+
+    def _ask(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
+        """The random initial models, then the strategy's proposals."""
         init_left = self.args.num_init - len(self.state.candidates)
         if init_left > 0 or not context.scores:  # more random models while none has a score (e.g. all failed)
-            proposals = [(i, "init") for i in random_available(context, min(count, max(init_left, 1)), rng)]
-        else:
-            proposals = self.strategy.propose(context, count, rng, round_index)
+            return [(i, "init") for i in random_available(context, min(count, max(init_left, 1)), rng)]
+        return self.strategy.propose(context, count, rng, round_index)
+
+    def passes_screen(self, model_hash: str, round_index: int, attempt: int) -> bool:
+        """Whether a screened cap (--max_latency_ms) allows the model: measured and journaled the first time it is asked."""
+        if self.screen is None:
+            return True
+        if model_hash not in self.state.screened:
+            self.record(Event.SCREEN, round=round_index, attempt=attempt, **self.screen.verdict(model_hash))
+            event = self.state.screened[model_hash]
+            if not event["allowed"]:
+                print(f"  {model_hash[:12]} not proposed: {event['latency']['median_ms']:.2f} ms > --max_latency_ms "
+                      f"{event['limit_ms']:g}", flush=True)
+        return self.state.screened[model_hash]["allowed"]
+
+    def propose(self, count: int) -> bool:
+        """Journal one round of proposals; False if the library has nothing left to propose.
+
+        When a screened cap refuses every model the strategy ranked, the round is asked again from the
+        strategy's state before it (so one round is one decision of the strategy), without the refused models.
+        """
+        round_index, before = self.state.rounds, copy.deepcopy(self.strategy.state_dict())
+        for attempt in itertools.count():
+            context = self._context(round_index, attempt)
+            if not context.available.any():  # every allowed model was proposed: a normal end, not a strategy's problem
+                return False
+            if attempt:
+                self.strategy.load_state_dict(before)
+            rng = np.random.default_rng([self.args.seed, round_index, *([attempt] if attempt else [])])
+            # With a screened cap the strategy ranks more models than wanted; they are measured in its order until enough pass.
+            asked = self._ask(context, count * (SCREEN_CHOICES if self.screen else 1), rng, round_index)
+            if not asked:
+                return False
+            passing = ((i, method) for i, method in asked if self.passes_screen(self.library.hashes[i], round_index, attempt))
+            proposals = list(itertools.islice(passing, count))
+            if proposals:
+                break
         trained = [h for h in self.state.finished if self.layout.model(h).pretrained.is_dir() or self.args.benchmark_file]
         entries = []
         for index, method in proposals:
             model_hash = self.library.hashes[index]
             entries.append({"model_hash": model_hash, "method": method, "neighbor": self.choose_neighbor(model_hash, trained)})
-        if not entries:
-            return False
         self.record(Event.ROUND, round=round_index, proposals=entries, strategy_state=self.strategy.state_dict())
         best = self.state.best()
         best_text = f"best {best[1]:.2f} ({best[0][:12]})" if best else "no scores yet"

@@ -25,6 +25,7 @@ class Event(str, enum.Enum):
     """The kinds of journal lines; the values are what the journal file holds (its format)."""
 
     RUN = "run"  # a controller started (or resumed) the search: its settings and command line
+    SCREEN = "screen"  # a model measured against a cap before it could be proposed (search/screening.py), and the verdict
     ROUND = "round"  # a round of proposals, with the strategy's state after proposing
     SUBMIT = "submit"  # an attempt is about to be launched, under a unique token
     LAUNCHED = "launched"  # the executor's job id of the current attempt
@@ -183,6 +184,7 @@ class SearchState:
     rounds: int = 0
     strategy_state: dict = field(default_factory=dict)
     stopped: str | None = None
+    screened: dict[str, dict] = field(default_factory=dict)  # model hash -> its screen event: measurement and verdict
 
     @classmethod
     def replay(cls, events: list[dict]) -> SearchState:
@@ -226,6 +228,13 @@ class SearchState:
             raise RunDirError(f"the 'run' event's config is {self._json_type(event['config'])}, not an object")
         self.config = self.config or event["config"]  # the first run's settings; a resume must match them
         self.stopped = None
+
+    def _apply_screen(self, event: dict) -> None:
+        if not isinstance(event["model_hash"], str) or not isinstance(event["allowed"], bool):
+            raise RunDirError("the 'screen' event needs a 'model_hash' string and an 'allowed' boolean")
+        if not all(isinstance(event[key], int) for key in ("round", "attempt")):
+            raise RunDirError("the 'screen' event needs a whole-number 'round' and 'attempt'")
+        self.screened[event["model_hash"]] = event
 
     def _apply_round(self, event: dict) -> None:
         if isinstance(event["round"], bool) or not isinstance(event["round"], int) or not isinstance(event["proposals"], list):
@@ -279,9 +288,9 @@ class SearchState:
         self.stopped = event["reason"]
 
     # One apply step per kind of event (a class attribute, not a field).
-    _APPLY = {Event.RUN: _apply_run, Event.ROUND: _apply_round, Event.SUBMIT: _apply_submit, Event.LAUNCHED: _apply_launched,
-              Event.FINISH: _apply_finish, Event.ATTEMPT_FAILED: _apply_attempt_failed, Event.CANCELLED: _apply_cancelled,
-              Event.FAIL: _apply_fail, Event.STOP: _apply_stop}
+    _APPLY = {Event.RUN: _apply_run, Event.SCREEN: _apply_screen, Event.ROUND: _apply_round, Event.SUBMIT: _apply_submit,
+              Event.LAUNCHED: _apply_launched, Event.FINISH: _apply_finish, Event.ATTEMPT_FAILED: _apply_attempt_failed,
+              Event.CANCELLED: _apply_cancelled, Event.FAIL: _apply_fail, Event.STOP: _apply_stop}
 
     def scores(self) -> dict[str, float]:
         """Finished models and their scores, in completion order."""
@@ -298,6 +307,12 @@ class SearchState:
     def waiting(self) -> list[Candidate]:
         """Proposed candidates with nothing in flight that are neither finished nor failed: to be (re)submitted."""
         return [c for c in self.candidates.values() if not c.done and c.open_attempt is None]
+
+    def refused(self, before: tuple[int, int] | None = None) -> set[str]:
+        """Models a screened cap ruled out (measured, over the cap, never to be proposed); with ``before`` = (round, attempt),
+        those screened earlier only, so that a resumed round sees at each attempt what the first controller saw."""
+        return {h for h, event in self.screened.items()
+                if not event["allowed"] and (before is None or (event["round"], event["attempt"]) < before)}
 
     def failed(self) -> list[Candidate]:
         return [c for c in self.candidates.values() if c.failed_reason is not None]

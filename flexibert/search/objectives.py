@@ -16,7 +16,8 @@ count. Each objective is one small class here:
 Every objective's value of an evaluated model is recorded in the journal's finish event, so reports
 and resumed searches never recompute a trained model's numbers. Constraints (``--max_params``,
 ``--max_encoder_params``, ``--max_flops``) cap cheap objectives: a library model that breaks a cap is
-never proposed, the initial random models included.
+never proposed, the initial random models included. ``--max_latency_ms`` caps latency, which no model
+dict tells: each model is measured on the search's machine before it is proposed (search/screening.py).
 """
 
 from __future__ import annotations
@@ -154,16 +155,25 @@ def parse_objective(spec: str, flops_seq_length: int = 128) -> Objective:
 
 @dataclass(frozen=True)
 class Constraint:
-    """A cap on a cheap objective: models above it are never proposed."""
+    """A cap: models above it are never proposed.
+
+    A cap on a cheap objective is checked for every library model before anything is proposed; one on
+    latency (``screened``) by measuring each model just before it would be proposed (search/screening.py).
+    """
 
     objective: Objective
     limit: float
+
+    @property
+    def screened(self) -> bool:
+        return not self.objective.cheap
 
     def allows(self, values: np.ndarray) -> np.ndarray:
         return values <= self.limit
 
 
-CONSTRAINT_FLAGS = {"max_params": "params", "max_encoder_params": "encoder_params", "max_flops": "flops"}
+CONSTRAINT_FLAGS = {"max_params": "params", "max_encoder_params": "encoder_params", "max_flops": "flops",
+                    "max_latency_ms": "latency"}
 
 
 class ObjectiveSet:
@@ -228,11 +238,17 @@ class ObjectiveSet:
         columns = [self.column(library, o) if o.cheap else np.full(len(library), np.nan) for o in self.objectives]
         return np.stack(columns, axis=1)
 
+    @property
+    def screened(self) -> list[Constraint]:
+        """The caps that only a measurement checks (latency), model by model before proposing."""
+        return [c for c in self.constraints if c.screened]
+
     def feasible(self, library: Library) -> np.ndarray:
-        """Boolean mask of the library models that respect every constraint."""
+        """Boolean mask of the library models that respect every cheap constraint (the screened ones are checked later)."""
         mask = np.ones(len(library), dtype=bool)
         for constraint in self.constraints:
-            mask &= constraint.allows(self.column(library, constraint.objective))
+            if not constraint.screened:
+                mask &= constraint.allows(self.column(library, constraint.objective))
         return mask
 
     def record(self) -> dict:

@@ -71,6 +71,10 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     goals.add_argument("--max_params", type=float, help="never propose a model with more parameters (embeddings and encoder)")
     goals.add_argument("--max_encoder_params", type=float, help="never propose a model with more encoder parameters")
     goals.add_argument("--max_flops", type=float, help="never propose a model with more FLOPs per token at --flops_seq_length")
+    goals.add_argument("--max_latency_ms", type=float,
+                       help="never propose a model slower than this: each model is measured on the machine the search runs on "
+                            "(random weights, --latency_batch_size x --latency_seq_length, median of --latency_repeats passes) "
+                            "just before it would be proposed, and the measurement is journaled")
 
     add_executor_arguments(parser)
 
@@ -229,7 +233,7 @@ def objectives_record(args: argparse.Namespace) -> dict | None:
     objectives = ObjectiveSet.from_args(args)
     if objectives.names == ["glue"] and not objectives.constraints:
         return None
-    latency = latency_settings(args)
+    latency = latency_settings(args, capped=True)
     return {**objectives.record(), **({"latency": latency} if latency else {})}
 
 
@@ -246,9 +250,12 @@ def job_config(args: argparse.Namespace) -> dict:
     }
 
 
-def latency_settings(args: argparse.Namespace) -> dict | None:
-    """How each job measures latency, when it is an objective (None: jobs do not measure it)."""
-    if not any(isinstance(objective, Latency) for objective in ObjectiveSet.from_args(args).objectives):
+def latency_settings(args: argparse.Namespace, capped: bool = False) -> dict | None:
+    """How latency is measured: by each job when it is an objective, and with ``capped`` also when --max_latency_ms
+    caps it (the controller measures it then); None when neither."""
+    objectives = ObjectiveSet.from_args(args)
+    measured = [*objectives.objectives, *(c.objective for c in objectives.screened if capped)]
+    if not any(isinstance(objective, Latency) for objective in measured):
         return None
     return {"batch_size": args.latency_batch_size, "seq_length": args.latency_seq_length, "repeats": args.latency_repeats}
 

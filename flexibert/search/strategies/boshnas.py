@@ -110,9 +110,10 @@ class Boshnas(Strategy):
         if "same" in state:  # the counter's name in run folders written before it was renamed
             state["rounds_without_progress"] = state.pop("same")
         self.state.update(state)
-        if self.state["surrogate_round"] is not None and self.run is not None:
-            self.surrogates = [self._surrogate_class.load(self._checkpoint(self.state["surrogate_round"], j))
-                               for j in self.state["surrogate_objectives"]]
+        if self.run is not None:  # the surrogates of that state: none before the first fit, else its round's checkpoints
+            round_index = self.state["surrogate_round"]
+            self.surrogates = [] if round_index is None else [self._surrogate_class.load(self._checkpoint(round_index, j))
+                                                              for j in self.state["surrogate_objectives"]]
 
     def _track_progress(self, context: SearchContext) -> None:
         """Count optimisation rounds without progress; a sampling round neither counts nor resets (it says nothing of GOBI)."""
