@@ -85,3 +85,33 @@ def test_curves_compare_at_equal_evaluations_and_say_when_runs_stopped():
     assert curve[:3].tolist() == [70.0, 72.0, 72.0] and np.isnan(curve[3:]).all()  # no padding after the last evaluation
     assert comparison.evaluations_to([70.0, 72.0, 74.6], 74.5) == 3 and comparison.evaluations_to([70.0], 74.5) is None
     assert comparison.mean_and_spread(np.array([1.0, 3.0, np.nan])) == "2.00 ± 1.41 (2 of 3 runs)"  # sample std
+
+
+def test_boshnas_learns_from_the_model_dicts_choices_and_ranks_unseen_models_better_with_them(nasbench):
+    from scipy.stats import spearmanr
+
+    from flexibert.search.boshnas.surrogate import Surrogate
+    from flexibert.search.strategies import Boshnas, BoshnasSettings, SearchContext
+    from flexibert.search.strategies.boshnas import normalised_losses
+    from flexibert.search.strategies.encoding import ChoiceEncoding
+
+    library = Library.load(nasbench["library"])
+    context = SearchContext(library, {}, set())
+    with_choices, embedding = (Boshnas(BoshnasSettings(choice_inputs=flag))._inputs(context) for flag in (True, False))
+    encoding = ChoiceEncoding.of(library, tied=False)
+    assert np.array_equal(embedding, context.features) and np.array_equal(with_choices[:, : embedding.shape[1]], embedding)
+    one_hot = with_choices[:, embedding.shape[1]:]
+    assert one_hot.shape[1] == sum(len(np.unique(column)) for column in encoding.codes.T)  # a column per value of each choice
+    assert np.array_equal(one_hot.sum(axis=1), np.full(len(library), len(encoding.names)))  # one value per choice
+    scores = np.array([benchmark_index(nasbench["file"])[0][h]["glue"] for h in library.hashes])
+    rho = {}
+    for name, inputs in (("choices", with_choices), ("embedding", embedding)):
+        found = []
+        for seed in range(3):
+            known = np.random.default_rng(seed).choice(len(library), 20, replace=False)
+            unseen = np.setdiff1d(np.arange(len(library)), known)
+            surrogate = Surrogate(inputs.shape[1], seed=seed)
+            surrogate.fit(inputs[known], normalised_losses(scores[known]))
+            found.append(spearmanr(-surrogate.predict(inputs[unseen])[0], scores[unseen])[0])
+        rho[name] = np.mean(found)
+    assert rho["choices"] > rho["embedding"] + 0.15 and rho["choices"] > 0.6, rho

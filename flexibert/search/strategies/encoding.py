@@ -16,7 +16,7 @@ A heterogeneous dict (one operation per head) names each layer's operation by it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -69,6 +69,7 @@ class ChoiceEncoding:
     groups: dict[str, list[int]]  # choice name -> the layers it sets
     options: dict[str, list]  # the values each choice takes somewhere in the library
     codes: np.ndarray  # (models, choices) int16
+    _one_hot: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, library: Library, tied: bool = True) -> ChoiceEncoding:
@@ -94,6 +95,14 @@ class ChoiceEncoding:
                 if name in choices:
                     codes[row, column] = index[name][choices[name]]
         return cls(names, groups, options, codes)
+
+    def one_hot(self) -> np.ndarray:
+        """(models, one column per value of each choice, a missing layer being a value too), float32: the choices as inputs
+        of a learned model, computed once per encoding."""
+        if self._one_hot is None:
+            columns = [self.codes[:, j][:, None] == np.unique(self.codes[:, j])[None, :] for j in range(self.codes.shape[1])]
+            self._one_hot = np.concatenate(columns, axis=1).astype(np.float32)
+        return self._one_hot
 
     def choices(self, model_dict: dict) -> dict[str, object]:
         """The model dict's value of each choice (for a tied group, its first layer's)."""
