@@ -60,15 +60,19 @@ def test_boshnas_flags_keep_their_names_and_what_the_journal_records():
     settings = from_flags(BoshnasSettings, args)
     assert (settings.restarts, settings.second_order, settings.tolerance, settings.seed) == (4, False, 0.5, 9)
     # The journal's record of BOSHNAS's settings, as run folders of earlier versions hold it (a resume compares them).
-    assert sorted(Boshnas(settings).recorded_settings()) == sorted(
-        ["k1", "k2", "restarts", "second_order", "prob_uncertainty", "prob_random", "patience", "aleatoric_rounds", "tolerance",
-         "surrogate_epochs", "snap_metric", "seed"])
+    # With --embedding_only the record is exactly theirs, so they resume with it; the choices as inputs are a new setting.
+    earlier = ["k1", "k2", "restarts", "second_order", "prob_uncertainty", "prob_random", "patience", "aleatoric_rounds", "tolerance",
+               "surrogate_epochs", "snap_metric", "seed"]
+    assert sorted(Boshnas(settings).recorded_settings()) == sorted([*earlier, "choice_inputs"])
+    embedding_only = from_flags(BoshnasSettings, search_args(["--dataset_file", "x", "--embedding_only"]))
+    assert sorted(Boshnas(embedding_only).recorded_settings()) == sorted(earlier)
     with pytest.raises(SystemExit):
         search_args(["--dataset_file", "x", "--gobi_restarts", "0"])
 
 
 def test_journal_event_kinds_are_the_file_format(tmp_path):
-    assert [e.value for e in Event] == ["run", "round", "submit", "launched", "finish", "attempt_failed", "cancelled", "fail", "stop"]
+    assert [e.value for e in Event] == ["run", "screen", "round", "submit", "launched", "finish", "attempt_failed", "cancelled",
+                                        "fail", "stop"]
     journal = Journal(tmp_path)
     with pytest.raises(ValueError):
         journal.append("finnish", model_hash="a")  # a typo fails when written, not when the run is resumed

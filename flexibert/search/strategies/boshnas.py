@@ -94,6 +94,14 @@ class Boshnas(Strategy):
     def from_args(cls, args: argparse.Namespace, run: RunLayout) -> Boshnas:
         return cls(from_flags(BoshnasSettings, args), run)
 
+    def recorded_settings(self) -> dict:
+        """The settings as the journal records them; with --embedding_only without ``choice_inputs``, as every run folder
+        written before the choices were inputs holds them, so such a run resumes with --embedding_only."""
+        record = super().recorded_settings()
+        if not self.settings.choice_inputs:
+            del record["choice_inputs"]
+        return record
+
     @property
     def surrogate(self) -> Surrogate | None:
         """The first objective's surrogate (the only one of a single-objective search)."""
