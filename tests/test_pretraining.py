@@ -363,6 +363,37 @@ def test_sigterm_saves_a_checkpoint_at_once_and_a_rerun_resumes_from_it(tokenize
 
 
 @pytest.mark.slow
+def test_a_warm_start_stopped_by_sigterm_resumes_to_the_steps_the_closeness_rule_gave_it(pretrained, tokenizer_dir, dataset_dir,
+                                                                                         tmp_path):
+    """A search's warm start (search/job.py) killed mid-way: the rerun job asks the rule again, gets the same steps, and the
+    run resumes from its checkpoint to them; the transfer it started from is still what results.json records."""
+    from flexibert.models.weight_transfer import model_overlap
+    from flexibert.search.job import pretrain_steps
+
+    source, _, _ = pretrained
+    Library.from_model_dicts([NEIGHBOUR, TINY]).save(tmp_path / "library.json")
+    config = {"library": str(tmp_path / "library.json"), "pretrain_steps": STEPS, "transfer_pretrain_steps": None}
+    target, parent = model_hash(NEIGHBOUR), model_hash(TINY)
+    steps = pretrain_steps(config, target, parent)
+    assert 0 < steps < STEPS  # a warm start trains less than the full budget
+    output = tmp_path / "warm"
+    argv = ["--model_hash", target, "--dataset_file", config["library"], "--tokenizer", str(tokenizer_dir), "--dataset_dir",
+            str(dataset_dir), "--max_seq_length", str(SEQ), "--init_from", str(source), "--max_steps", str(steps),
+            "--warmup_steps", "10", "--learning_rate", "1e-3", "--per_device_train_batch_size", "16", "--save_steps", "1000",
+            "--logging_steps", "1", "--output_dir", str(output)]
+    process = start_training(["-m", "flexibert.pretrain_flexibert", *argv], tmp_path / "log.txt")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) != 0
+    saved = saved_steps(output)
+    assert len(saved) == 1 and 0 < saved[0] < steps
+
+    assert pretrain_steps(config, target, parent) == steps  # the rule depends on the two models only: nothing to remember
+    resumed = pretrain_flexibert.main(argv)
+    assert resumed["resumed_from_step"] == saved[0] and resumed["global_step"] == steps
+    assert resumed["init_from"] == str(source) and resumed["closeness"] == pytest.approx(model_overlap(NEIGHBOUR, TINY))
+
+
+@pytest.mark.slow
 def test_sigterm_to_one_torchrun_worker_stops_every_rank_at_one_checkpoint(tokenizer_dir, dataset_dir, tmp_path):
     """Ranks that stopped at different steps would hang in each other's collectives: they must agree on the step."""
     output = tmp_path / "terminated"
