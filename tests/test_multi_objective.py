@@ -226,6 +226,10 @@ def test_a_latency_cap_measures_each_model_before_it_is_proposed_and_a_resume_re
     refused = state.refused()
     assert refused and not refused & set(state.candidates) and "not proposed" in state.console
     assert all(state.screened[h]["latency"]["median_ms"] > cap for h in refused)
+    with open(tmp_path / "run" / "leaderboard.csv", newline="") as handle:
+        board = {row["model_hash"]: float(row["latency_ms_screened"]) for row in csv.DictReader(handle)}
+    assert board == {h: state.screened[h]["latency"]["median_ms"] for h in state.finished}
+    assert f"{len(refused)} model(s) over --max_latency_ms" in (tmp_path / "run" / "leaderboard.md").read_text()
     # A controller killed after screening the last round's models, before journaling the round: the resumed one asks the
     # round again, reads the verdicts from the journal instead of measuring again, and proposes what the first one did.
     journal = tmp_path / "run" / "journal.jsonl"

@@ -59,9 +59,20 @@ def history_rows(state: SearchState) -> list[dict]:
     return rows
 
 
+SCREENED_LATENCY = "latency_ms_screened"  # the leaderboard column of a --max_latency_ms search (search/screening.py)
+
+
 def _extra_objectives(state: SearchState) -> list[str]:
-    """Objectives the leaderboard shows beside the score and the (total) parameter count, which it always shows."""
-    return [name for name in objectives_of(state).names if name not in ("glue", "params")]
+    """Objectives the leaderboard shows beside the score and the (total) parameter count, which it always shows, and
+    with a latency cap the latency each model was screened at before it was proposed."""
+    screened = [SCREENED_LATENCY] if state.screened else []
+    return [name for name in objectives_of(state).names if name not in ("glue", "params")] + screened
+
+
+def _extra_value(state: SearchState, model_hash: str, name: str) -> float | None:
+    if name == SCREENED_LATENCY:
+        return state.screened[model_hash]["latency"]["median_ms"] if model_hash in state.screened else None
+    return state.candidates[model_hash].objectives.get(name)
 
 
 def leaderboard_columns(state: SearchState) -> tuple[str, ...]:
@@ -83,7 +94,7 @@ def leaderboard_rows(state: SearchState, library: Library, run: RunLayout | None
     front = front_members(state)
     extra = _extra_objectives(state)
     return [{"rank": rank, "model_hash": h, "score": state.candidates[h].score, "parameters": state.candidates[h].parameters,
-             **{name: state.candidates[h].objectives.get(name) for name in extra}, "pareto": "yes" if h in front else "",
+             **{name: _extra_value(state, h, name) for name in extra}, "pareto": "yes" if h in front else "",
              "method": state.candidates[h].method, "neighbor": state.candidates[h].neighbor or "",
              "pretrained": pretraining_summary(state.candidates[h].training), "weights": _weights(run, h),
              "model_dict": json.dumps(library.model_dict(h), separators=(",", ":"))} for rank, h in enumerate(ranked, 1)]
@@ -133,6 +144,12 @@ def write_tables(run: RunLayout, state: SearchState, library: Library) -> None:
     names = objectives_of(state).names
     text = _markdown(rows, len(state.failed()), list(columns[4:columns.index("pareto")]),
                      ", ".join(names) if len(names) > 1 else "score and parameters")
+    if state.screened:
+        event = next(iter(state.screened.values()))
+        text += (f"\n{SCREENED_LATENCY}: each model's latency measured before it was proposed (random weights, median of "
+                 f"{event['latency']['repeats']} passes at batch {event['latency']['batch_size']} x {event['latency']['seq_length']} "
+                 f"tokens on {event['latency']['device']}); {len(state.refused())} model(s) over --max_latency_ms "
+                 f"{event['limit_ms']:g} were never proposed.\n")
     if any(row["weights"] for row in rows):
         text += (f"\nEach trained model's weights are in {run.root}/<weights>; export the best as loadable folders with "
                  f"model cards: `python -m flexibert.export_models --run_dir {run.root} --top 3`\n")
