@@ -33,7 +33,6 @@ import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 from sklearn.linear_model import RidgeCV  # noqa: E402
 from sklearn.model_selection import KFold, cross_val_predict  # noqa: E402
-from sklearn.preprocessing import OneHotEncoder  # noqa: E402
 
 from embeddings.design_space import load_design_space  # noqa: E402
 from embeddings.library import Library  # noqa: E402
@@ -175,8 +174,7 @@ def what_the_data_allows(library_path: Path, bench: Path) -> str:
     library = Library.load(library_path)
     index, _ = benchmark_index(bench)
     scores = np.array([index[h]["glue"] for h in library.hashes])
-    codes = ChoiceEncoding.of(library, tied=False).codes
-    onehot = OneHotEncoder(handle_unknown="ignore").fit_transform(codes.astype(str))
+    onehot = ChoiceEncoding.of(library, tied=False).one_hot()
     predicted = cross_val_predict(RidgeCV(alphas=np.logspace(-2, 3, 20)), onehot, scores,
                                   cv=KFold(10, shuffle=True, random_state=0))
     hits = math.ceil(0.01 * len(scores))

@@ -13,6 +13,9 @@ import time
 import numpy as np
 import torch
 
+from flexibert.models.configuration_flexibert import FlexiBERTConfig
+from flexibert.models.modeling_flexibert import FlexiBERTModel
+
 WARMUP_PASSES = 3  # the first passes pay for allocations and kernel selection
 
 
@@ -41,3 +44,10 @@ def measure_latency(model: torch.nn.Module, batch_size: int = 1, seq_length: int
     low, median, high = np.percentile(times, [25, 50, 75])
     return {"median_ms": float(median), "iqr_ms": float(high - low), "batch_size": batch_size, "seq_length": seq_length,
             "repeats": repeats, "device": str(device), "threads": torch.get_num_threads()}
+
+
+def latency_of(model_dict: dict, settings: dict, network: torch.nn.Module | None = None) -> dict:
+    """``network``, by default a randomly initialised model of ``model_dict`` (latency does not depend on the weights),
+    measured with a search's latency settings (``batch_size``, ``seq_length``, ``repeats``)."""
+    network = network if network is not None else FlexiBERTModel(FlexiBERTConfig.from_model_dict(model_dict))
+    return measure_latency(network, settings["batch_size"], settings["seq_length"], settings["repeats"])

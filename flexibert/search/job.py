@@ -19,7 +19,7 @@ import torch
 from embeddings.library import load_shared
 from flexibert.cluster.base import JobRequest
 from flexibert.models.configuration_flexibert import FlexiBERTConfig
-from flexibert.models.latency import measure_latency
+from flexibert.models.latency import latency_of
 from flexibert.models.modeling_flexibert import FlexiBERTModel
 from flexibert.models.weight_transfer import model_overlap
 from flexibert.search.benchmarks import BenchmarkError, benchmark_columns, benchmark_score
@@ -118,11 +118,8 @@ def training_record(pretrain: dict, budget_steps: int) -> dict:
 
 def job_latency(model: ModelLayout, model_dict: dict, settings: dict) -> dict:
     """The latency objective, measured on this job's device: the trained model, or (benchmark scores) a fresh one."""
-    if (model.pretrained / "config.json").is_file():
-        network = FlexiBERTModel.from_pretrained(model.pretrained)
-    else:
-        network = FlexiBERTModel(FlexiBERTConfig.from_model_dict(model_dict))
-    return measure_latency(network, settings["batch_size"], settings["seq_length"], settings["repeats"])
+    trained = FlexiBERTModel.from_pretrained(model.pretrained) if (model.pretrained / "config.json").is_file() else None
+    return latency_of(model_dict, settings, trained)
 
 
 def collect(run: RunLayout, model_hash: str, neighbor: str | None, config: dict, started: float) -> dict:

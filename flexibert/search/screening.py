@@ -22,16 +22,13 @@ class LatencyScreen:
 
     def measure(self, model_hash: str) -> dict:
         """The model's latency on this machine's device, as a job would measure it (median and interquartile range, ms)."""
-        from flexibert.models.configuration_flexibert import FlexiBERTConfig  # torch: only when a search caps latency
-        from flexibert.models.latency import measure_latency
-        from flexibert.models.modeling_flexibert import FlexiBERTModel
+        from flexibert.models.latency import latency_of  # torch: only when a search caps latency
 
-        network = FlexiBERTModel(FlexiBERTConfig.from_model_dict(self.library.model_dict(model_hash)))
-        return measure_latency(network, self.settings["batch_size"], self.settings["seq_length"], self.settings["repeats"])
+        return latency_of(self.library.model_dict(model_hash), self.settings)
 
     def verdict(self, model_hash: str) -> dict:
         """The fields of a ``screen`` event: the measurement and whether the cap allows the model."""
         latency = self.measure(model_hash)
         return {"model_hash": model_hash, "latency": latency, "limit_ms": self.cap.limit,
-                "allowed": bool(latency["median_ms"] <= self.cap.limit)}
+                "allowed": bool(self.cap.allows(latency["median_ms"]))}
 

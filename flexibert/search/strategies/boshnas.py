@@ -1,7 +1,7 @@
 """BOSHNAS: a heteroscedastic surrogate, GOBI on its upper confidence bound, uncertainty and random sampling, patience.
 
 Each round the surrogate (flexibert/search/boshnas/) is refitted, warm-started, on the scores so far,
-its inputs a model's embedding beside its model dict's choices (one-hot; ``_inputs`` says why);
+its inputs a model's embedding beside its model dict's choices (one-hot; ``_library_inputs`` says why);
 most rounds then optimise the acquisition with GOBI and snap the optimum to untried library models,
 some sample the most uncertain model or a random one. After ``patience`` optimisation rounds without
 progress the aleatoric term joins the bound, and after ``aleatoric_rounds`` more the search has
@@ -87,6 +87,7 @@ class Boshnas(Strategy):
         self.settings, self.run = settings, run
         self._surrogate_class = Surrogate
         self.surrogates: list[Surrogate] = []  # one per objective that only training tells, in objective order
+        self._inputs_of: tuple | None = None  # (library, its models' inputs): they depend on nothing else
         self.state = {"rounds_without_progress": 0, "last_best": None, "last_method": None, "fitted_on": 0,
                       "surrogate_round": None, "surrogate_objectives": [0], "last_front": None}
 
@@ -148,6 +149,13 @@ class Boshnas(Strategy):
         return last is not None and bool(set(front) - set(last))
 
     def _inputs(self, context: SearchContext) -> np.ndarray:
+        """The inputs of every library model (see :meth:`_library_inputs`), built once per library: a round asks for
+        them several times, and a large library's copy is large."""
+        if self._inputs_of is None or self._inputs_of[0] is not context.library:
+            self._inputs_of = (context.library, self._library_inputs(context))
+        return self._inputs_of[1]
+
+    def _library_inputs(self, context: SearchContext) -> np.ndarray:
         """The surrogates' inputs (and GOBI's space): the embeddings, and with one objective the model dicts' choices
         one-hot, with several the cheap objectives (log, standardised).
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.preprocessing import OneHotEncoder
 
 from embeddings.library import Library
 
@@ -100,8 +101,7 @@ class ChoiceEncoding:
         """(models, one column per value of each choice, a missing layer being a value too), float32: the choices as inputs
         of a learned model, computed once per encoding."""
         if self._one_hot is None:
-            columns = [self.codes[:, j][:, None] == np.unique(self.codes[:, j])[None, :] for j in range(self.codes.shape[1])]
-            self._one_hot = np.concatenate(columns, axis=1).astype(np.float32)
+            self._one_hot = OneHotEncoder(sparse_output=False, dtype=np.float32).fit_transform(self.codes)
         return self._one_hot
 
     def choices(self, model_dict: dict) -> dict[str, object]:
