@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from embeddings.design_space import DesignSpace
 from embeddings.distance import Dissimilarity, label_ranks
 from embeddings.embedding import embed, fidelity
-from embeddings.graph import model_graph, model_hash
+from embeddings.graph import model_graph, model_hashes
 from embeddings.model_dict import parse_model_dict
 from embeddings.neighbors import find_neighbors
 
@@ -105,7 +105,7 @@ class Library:
                 parse_model_dict(model_dict)
             except ValueError as err:
                 raise ValueError(f"model dict #{position}: {err}") from err
-        hashes = hash_all(model_dicts, n_jobs)
+        hashes = model_hashes(model_dicts, n_jobs)
         kept_dicts, kept_hashes, seen = [], [], set()
         for model_dict, digest in zip(model_dicts, hashes, strict=True):
             if digest in seen:
@@ -123,7 +123,7 @@ class Library:
         """Every model of a design space, in the original's enumeration order."""
         total = space.count(layers_per_stack, heterogeneous_ff)
         dicts = list(tqdm(space.enumerate(layers_per_stack, heterogeneous_ff), total=total, desc="enumerating", unit="model"))
-        library = cls(model_dicts=dicts, hashes=hash_all(dicts, n_jobs), design_space=space.architecture(), ops_list=space.ops_list())
+        library = cls(model_dicts=dicts, hashes=model_hashes(dicts, n_jobs), design_space=space.architecture(), ops_list=space.ops_list())
         library.metadata.update(layers_per_stack=layers_per_stack, heterogeneous_feed_forward=heterogeneous_ff)
         return library
 
@@ -228,17 +228,6 @@ def vocabulary(model_dicts: Sequence[dict]) -> list[str]:
     for model_dict in model_dicts:
         labels.update(dict.fromkeys(model_graph(model_dict).labels))
     return list(labels)
-
-
-def hash_all(model_dicts: Sequence[dict], n_jobs: int = 1) -> list[str]:
-    """sha256 graph hashes of many model dicts, in ``n_jobs`` processes when that pays off."""
-    if n_jobs > 1 and len(model_dicts) > 2000:
-        from multiprocessing import get_context
-
-        with get_context("fork").Pool(n_jobs) as pool:
-            chunks = pool.imap(model_hash, model_dicts, chunksize=256)
-            return list(tqdm(chunks, total=len(model_dicts), desc="hashing", unit="model"))
-    return [model_hash(d) for d in tqdm(model_dicts, desc="hashing", unit="model", disable=len(model_dicts) < 2000)]
 
 
 REBUILD = "the file was edited, cut short or not written by FlexiBERT: rebuild it with embeddings/generate_library.py --overwrite"
