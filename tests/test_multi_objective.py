@@ -112,6 +112,28 @@ def test_boshnas_on_the_front_beats_random_search(nasbench, nasbench_search, tmp
     assert shares["boshnas"] > shares["random"], shares
 
 
+def test_boshnas_front_inputs_are_embedding_choices_and_log_costs_and_a_run_fitted_on_others_is_refused(nasbench):
+    from flexibert.search.boshnas.surrogate import Surrogate
+    from flexibert.search.strategies import Boshnas, BoshnasSettings, SearchContext
+    from flexibert.search.strategies.encoding import ChoiceEncoding
+
+    library = Library.load(nasbench["library"])
+    objectives = ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params"))
+    context = SearchContext(library, {}, set(), objectives)
+    inputs = Boshnas(BoshnasSettings())._inputs(context)
+    one_hot = ChoiceEncoding.of(library, tied=False).one_hot()
+    width = context.features.shape[1]
+    assert np.array_equal(inputs[:, :width], context.features)
+    assert np.array_equal(inputs[:, width : width + one_hot.shape[1]], one_hot)
+    log_params = np.log(objectives.column(library, objectives.objectives[1]))
+    assert np.allclose(inputs[:, -1], (log_params - log_params.mean()) / log_params.std(), atol=1e-5)
+    assert Boshnas(BoshnasSettings(choice_inputs=False))._inputs(context).shape[1] == width + 1  # --embedding_only
+    stale = Boshnas(BoshnasSettings())
+    stale.surrogates = [Surrogate(width + 1)]  # fitted by a version whose front inputs had no choices
+    with pytest.raises(RuntimeError, match=rf"fitted on {width + 1} inputs per model.*new --run_dir"):
+        stale._inputs(context)
+
+
 def test_bad_objectives_and_caps_are_refused_at_the_start(nasbench, nasbench_search, tmp_path):
     with pytest.raises(SystemExit, match="no such column.*time_to_train"):
         nasbench_search(tmp_path / "a", "--objectives", "glue", "latency_on_my_phone", "--strategy", "random")

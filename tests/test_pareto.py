@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from flexibert.search import pareto
 from flexibert.search.pareto import as_minimisation, hypervolume, hypervolume_curve, pareto_mask
@@ -295,3 +296,43 @@ def test_as_minimisation_then_front_keeps_best_accuracy_for_size():
 def test_as_minimisation_refuses_wrong_length_mask():
     with pytest.raises(ValueError, match=r"maximize has 2 entries but values have 3 objectives"):
         as_minimisation(np.zeros((4, 3)), [True, False])
+
+
+# ---- expected_hypervolume_improvements
+
+
+@pytest.mark.parametrize("known_column", [0, 1])
+@pytest.mark.parametrize("seed", range(4))
+def test_expected_improvement_without_uncertainty_is_the_exact_improvement(known_column, seed):
+    rng = np.random.default_rng(seed)
+    front, reference = rng.random((7, 2)), np.array([1.1, 1.2])
+    candidates = rng.random((40, 2)) * 1.3  # some beyond the reference in either objective
+    expected = pareto.expected_hypervolume_improvements(front, candidates[:, known_column], candidates[:, 1 - known_column],
+                                                         np.zeros(40), reference, known_column=known_column)
+    np.testing.assert_allclose(expected, pareto.hypervolume_improvements(front, candidates, reference), atol=1e-12)
+    assert (expected > 0).any() and (expected == 0).any()
+
+
+@pytest.mark.parametrize("known_column", [0, 1])
+def test_expected_improvement_is_the_average_over_the_gaussian(known_column):
+    """Against a dense quadrature of the exact improvement over the unknown objective's normal distribution."""
+    rng = np.random.default_rng(7)
+    front, reference = rng.random((6, 2)), np.array([1.0, 1.0])
+    known, mean, std = rng.random(5), rng.random(5), np.array([0.02, 0.1, 0.3, 0.5, 0.05])
+    expected = pareto.expected_hypervolume_improvements(front, known, mean, std, reference, known_column=known_column)
+    quantiles = (np.arange(4000) + 0.5) / 4000
+    for i in range(5):
+        unknown = mean[i] + std[i] * norm.ppf(quantiles)
+        points = np.empty((len(unknown), 2))
+        points[:, known_column], points[:, 1 - known_column] = known[i], unknown
+        np.testing.assert_allclose(expected[i], pareto.hypervolume_improvements(front, points, reference).mean(), atol=2e-4)
+
+
+def test_expected_improvement_rewards_uncertainty_below_the_front():
+    """A candidate predicted just behind the front gains nothing for sure, but something in expectation if uncertain."""
+    front, reference = np.array([[0.0, 0.5], [0.5, 0.0]]), np.array([1.0, 1.0])
+    gains = pareto.expected_hypervolume_improvements(front, np.array([0.5, 0.5]), np.array([0.6, 0.6]), np.array([0.0, 0.2]),
+                                                     reference, known_column=1)
+    assert gains[0] == 0 and gains[1] > 0
+    empty = pareto.expected_hypervolume_improvements(np.zeros((0, 2)), np.array([0.5]), np.array([0.5]), np.zeros(1), reference)
+    assert empty[0] == pytest.approx(0.25)

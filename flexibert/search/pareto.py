@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import special
 
 # Largest number of array elements one vectorised comparison may build at once (about 32 MB of floats).
 _CHUNK_ELEMENTS = 4_000_000
@@ -91,6 +92,39 @@ def hypervolume_improvements(points: np.ndarray, candidates: np.ndarray, referen
     base = _front_inside(_as_points(points), ref)
     before = _volume(base, ref) if len(base) else 0.0
     return np.array([hypervolume(np.vstack([base, candidate[None]]), ref) - before for candidate in candidates])
+
+
+def expected_hypervolume_improvements(points: np.ndarray, known: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                                      reference: np.ndarray, known_column: int = 1) -> np.ndarray:
+    """Two objectives, one known exactly and one Gaussian: each candidate's expected gain in the hypervolume of ``points``.
+
+    A candidate's ``known_column`` value is ``known``; its other value is N(``mean``, ``std``). Its gain
+    is the area of the staircase cells it would dominate: with the front sorted by the known
+    objective, the cell from one front point to the next has the height of the best other value so
+    far, and a candidate at value y gains width x max(0, height - y) in each cell to its right. The
+    expectation of max(0, height - y) is Gaussian expected improvement, so the whole sum is exact
+    (no sampling) and vectorised over candidates and cells.
+    """
+    ref = _as_reference(reference, 2)
+    other = 1 - known_column
+    front = _front_inside(_as_points(points), ref)
+    front = front[np.argsort(front[:, known_column], kind="stable")] if len(front) else front.reshape(0, 2)
+    edges = np.concatenate(([-np.inf], front[:, known_column], [ref[known_column]]))  # cell k spans edges k..k+1
+    heights = np.concatenate(([ref[other]], front[:, other]))  # the best other value left of each cell's right edge
+    heights = np.minimum.accumulate(heights)
+    x = np.asarray(known, dtype=float)[:, None]
+    widths = np.maximum(0.0, edges[None, 1:] - np.maximum(x, edges[None, :-1]))
+    return (widths * _expected_shortfall(heights[None, :], np.asarray(mean, dtype=float)[:, None],
+                                         np.asarray(std, dtype=float)[:, None])).sum(axis=1)
+
+
+def _expected_shortfall(height: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """E[max(0, height - y)] for y ~ N(mean, std); exactly max(0, height - mean) where std is 0."""
+    gap, spread = np.broadcast_arrays(height - mean, std)
+    safe = np.where(spread > 0, spread, 1.0)  # a zero std would divide by zero; its value is the plain shortfall
+    z = gap / safe
+    value = gap * special.ndtr(z) + safe * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+    return np.where(spread > 0, value, np.maximum(gap, 0.0))
 
 
 def _as_points(points: np.ndarray) -> np.ndarray:

@@ -9,13 +9,13 @@ converged.
 
 With several objectives (``--objectives glue params``) each objective that only training tells gets
 its own surrogate; cheap ones (parameters, FLOPs) are known exactly for every model. An optimisation
-round proposes the untried model whose optimistic values (the surrogates' confidence bounds, the
-cheap objectives exactly) would add the most hypervolume to the front of the models evaluated so
-far, with the reference point of flexibert/search/pareto.py (the scores' median, 1.05 x the largest
-cost): the same upper-confidence-bound idea as the single-objective search, measured in the units
-the front is judged by. When no model would add any, a random augmented Chebyshev scalarisation
-(ParEGO's) picks one. Every untried library model is scored rather than running GOBI, since a cheap
-objective has no gradient in the embedding space. Progress, for patience, means a model joined the front.
+round proposes the untried model expected to add the most hypervolume to the front of the models
+evaluated so far, with the reference point of flexibert/search/pareto.py (the scores' median, 1.05 x
+the largest cost). For a score against one cheap cost the expectation over the surrogate's Gaussian
+is exact; otherwise each model counts at its confidence bounds. When no model would add any, a
+random augmented Chebyshev scalarisation (ParEGO's) picks one. Every untried library model is scored
+rather than running GOBI, since a cheap objective has no gradient in the embedding space. Progress,
+for patience, means a model joined the front.
 """
 
 from __future__ import annotations
@@ -30,7 +30,13 @@ import torch
 from flexibert.search.boshnas.gobi import acquisition, gobi, snap_to_library
 from flexibert.search.boshnas.surrogate import Surrogate
 from flexibert.search.layout import RunLayout
-from flexibert.search.pareto import as_minimisation, hypervolume_improvements, pareto_mask, reference_point
+from flexibert.search.pareto import (
+    as_minimisation,
+    expected_hypervolume_improvements,
+    hypervolume_improvements,
+    pareto_mask,
+    reference_point,
+)
 from flexibert.search.strategies.base import SearchContext, Strategy, random_available
 from flexibert.search.strategies.encoding import ChoiceEncoding
 from flexibert.utils.cli import from_flags, setting
@@ -50,8 +56,8 @@ class BoshnasSettings:
     aleatoric_rounds: int = setting(5, "more such rounds before the search stops (converged)")
     tolerance: float = setting(0.0, "score gain that counts as progress", flag="convergence_tol")
     surrogate_epochs: int = setting(200, "maximum epochs per surrogate fit")
-    choice_inputs: bool = setting(True, "surrogate inputs of a single-objective search: the graph embedding alone, without "
-                                        "the model dicts' choices", flag="embedding_only")
+    choice_inputs: bool = setting(True, "surrogate inputs: the graph embedding alone (and the cheap objectives of a front "
+                                        "search), without the model dicts' choices", flag="embedding_only")
     snap_metric: str = setting("l1", "distance that snaps GOBI's optimum to library models", flag=None)
     seed: int = setting(0, "seed of the surrogate and of GOBI's probes (the search's --seed)", flag=None)
 
@@ -69,6 +75,12 @@ def normalised_losses(scores: np.ndarray) -> np.ndarray:
     if high - low < 1e-12:
         return np.full(len(scores), 0.5, dtype=np.float32)
     return (0.9 - 0.8 * (scores - low) / (high - low)).astype(np.float32)
+
+
+def _score_against_cost(context: SearchContext) -> bool:
+    """Two objectives, one known for every model (a cost such as parameters) and one that training tells."""
+    cheap = [o.cheap for o in context.objectives.objectives]
+    return len(cheap) == 2 and sum(cheap) == 1
 
 
 CHEBYSHEV_RHO = 0.05  # the augmented scalarisation's linear part: it breaks ties between weakly dominated models
@@ -153,22 +165,26 @@ class Boshnas(Strategy):
         them several times, and a large library's copy is large."""
         if self._inputs_of is None or self._inputs_of[0] is not context.library:
             self._inputs_of = (context.library, self._library_inputs(context))
+        width = self._inputs_of[1].shape[1]
+        if self.surrogates and self.surrogates[0].input_dim != width:
+            raise RuntimeError(f"this run's surrogates were fitted on {self.surrogates[0].input_dim} inputs per model, and "
+                               f"BOSHNAS now gives {width}: the run was started by a FlexiBERT whose inputs differ (earlier "
+                               "front searches had no model-dict choices among them). Start the search in a new "
+                               "--run_dir, or resume it with the version that started it.")
         return self._inputs_of[1]
 
     def _library_inputs(self, context: SearchContext) -> np.ndarray:
-        """The surrogates' inputs (and GOBI's space): the embeddings, and with one objective the model dicts' choices
-        one-hot, with several the cheap objectives (log, standardised).
+        """The surrogates' inputs (and GOBI's space): the embeddings, the model dicts' choices one-hot and, with several
+        objectives, the cheap ones (log, standardised).
 
         The 16-d embedding places models by edit distance but blurs which choices they make, and a
         score depends on the choices: with them as inputs the surrogate ranked unseen NAS-Bench-BERT
         models with Spearman 0.86 after 20 scores, against 0.41 on the embedding alone. A model's size
         says much about its score too (larger models tend to score higher); with the sizes known for
-        every model, the surrogates of a front search need not learn them from a few scores. A front
-        search with the choices as well did worse (hypervolume share 0.815 against 0.846 after 30
-        evaluations, 10 seeds), so it keeps the embedding and the sizes.
+        every model, the surrogates of a front search need not learn them from a few scores.
         """
         parts = [context.features]
-        if self.settings.choice_inputs and not context.objectives.multi:
+        if self.settings.choice_inputs:
             parts.append(ChoiceEncoding.of(context.library, tied=False).one_hot())
         cheap = [context.objectives.column(context.library, o) for o in context.objectives.objectives if o.cheap]
         if context.objectives.multi and cheap:
@@ -224,37 +240,61 @@ class Boshnas(Strategy):
         return found[:count]
 
     def _optimize_front(self, context: SearchContext, count: int, rng: np.random.Generator) -> list[int]:
-        """The untried models whose optimistic values would add the most hypervolume to the front so far (one at a time,
-        each pick joining the front before the next); a random scalarisation when none would add any."""
+        """The untried models expected to add the most hypervolume to the front so far, one at a time, each pick joining
+        the front at its predicted values before the next; a random scalarisation when none would add any."""
         candidates = np.flatnonzero(context.available)
         maximize = context.objectives.maximize
         _, observed = context.scored_values()
         use_aleatoric = self.state["rounds_without_progress"] >= self.settings.patience
-        optimistic = np.stack([self._optimistic(context, j, candidates, observed[:, j], use_aleatoric)
-                               for j in range(len(maximize))], axis=1)
+        predicted = [self._predicted(context, j, candidates, observed[:, j], use_aleatoric) for j in range(len(maximize))]
+        means, stds = (np.stack(parts, axis=1) for parts in zip(*predicted, strict=True))
         reference = reference_point([self._known(context, j, observed[:, j]) for j in range(len(maximize))], maximize)
-        front, points = as_minimisation(observed, maximize), as_minimisation(optimistic, maximize)
+        front = as_minimisation(observed, maximize)
         chosen: list[int] = []
         for _ in range(min(count, len(candidates))):
-            gains = hypervolume_improvements(front, points, reference)
+            gains = self._gains(context, front, means, stds, reference)
             gains[chosen] = -np.inf
-            pick = int(np.argmax(gains)) if gains.max() > 0 else self._scalarised_pick(points, front, reference, chosen, rng)
+            pick = int(np.argmax(gains)) if gains.max() > 0 else self._scalarised_pick(means, front, reference, chosen, rng)
             chosen.append(pick)
-            front = np.vstack([front, points[pick][None]])  # the optimistic value stands in until the real one is known
+            front = np.vstack([front, means[pick][None]])  # the prediction stands in until the real value is known
         return [int(candidates[i]) for i in chosen]
 
-    def _optimistic(self, context: SearchContext, j: int, candidates: np.ndarray, observed: np.ndarray,
-                    use_aleatoric: bool) -> np.ndarray:
-        """Objective ``j`` of the candidates in its own units: exact when cheap, else the surrogate's confidence bound."""
+    def _gains(self, context: SearchContext, front: np.ndarray, means: np.ndarray, stds: np.ndarray,
+               reference: np.ndarray) -> np.ndarray:
+        """Each candidate's hypervolume gain: expected (exact) when one of two objectives is cheap, else optimistic.
+
+        A score against a cost known for every model (parameters, FLOPs) is the common front search,
+        and there the expectation over the surrogate's Gaussian is exact and cheap
+        (pareto.expected_hypervolume_improvements); it weighs a small chance of a large gain against a
+        likely small one, which an optimistic bound cannot. With other objectives each candidate counts
+        at its confidence bounds (k1 epistemic standard deviations, k2 aleatoric in the patience phase).
+        """
+        if _score_against_cost(context):
+            cheap = [o.cheap for o in context.objectives.objectives]
+            known, unknown = cheap.index(True), cheap.index(False)
+            return expected_hypervolume_improvements(front, means[:, known], means[:, unknown], stds[:, unknown],
+                                                     reference, known_column=known)
+        return hypervolume_improvements(front, means - stds, reference)
+
+    def _predicted(self, context: SearchContext, j: int, candidates: np.ndarray, observed: np.ndarray,
+                   use_aleatoric: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Objective ``j`` of the candidates in minimisation form: (value, its uncertainty). Exact (uncertainty 0) when
+        cheap; else the surrogate's mean with, where one of two objectives is cheap, its standard deviation (epistemic,
+        plus aleatoric in the patience phase) and otherwise its confidence-bound width."""
         objective = context.objectives.objectives[j]
         if objective.cheap:
-            return context.objectives.column(context.library, objective)[candidates]
+            values = context.objectives.column(context.library, objective)[candidates]
+            return (-values if objective.maximize else values), np.zeros(len(candidates))
         surrogate = dict(zip(self.state["surrogate_objectives"], self.surrogates, strict=True))[j]
         goodness = observed if objective.maximize else -observed
-        low, high = goodness.min(), goodness.max()
-        loss = self._acquisition(self._inputs(context)[candidates], use_aleatoric, surrogate)
-        optimistic = low + (0.9 - loss) / 0.8 * (high - low)  # normalised_losses inverted
-        return optimistic if objective.maximize else -optimistic
+        scale = (goodness.max() - goodness.min()) / 0.8  # normalised_losses inverted: a loss unit in objective units
+        loss, epistemic, aleatoric = surrogate.predict(self._inputs(context)[candidates])
+        if _score_against_cost(context):
+            spread = np.sqrt(epistemic**2 + (aleatoric**2 if use_aleatoric else 0.0))
+        else:
+            spread = self.settings.k1 * epistemic + (self.settings.k2 * aleatoric if use_aleatoric else 0.0)
+        value = goodness.min() + (0.9 - loss) * scale
+        return -value, spread * scale
 
     @staticmethod
     def _known(context: SearchContext, j: int, observed: np.ndarray) -> np.ndarray:
