@@ -40,6 +40,7 @@ class SearchContext:
     objectives: ObjectiveSet = field(default_factory=lambda: ObjectiveSet([Score("glue", True)]))
     values: dict[str, list[float]] | None = None  # every objective's value per finished model (default: the score alone)
     features: np.ndarray = field(init=False)
+    allowed: np.ndarray = field(init=False)  # boolean mask of the library entries that respect the caps (tried or not)
     available: np.ndarray = field(init=False)  # boolean mask of the library entries that may still be proposed (and respect the caps)
 
     def __post_init__(self) -> None:
@@ -52,10 +53,9 @@ class SearchContext:
         # from -0.3..0.6 to 0.35..0.6.
         spread = np.maximum(embeddings.std(axis=0), 1e-12)
         self.features = ((embeddings - embeddings.mean(axis=0)) / spread).astype(np.float32)
-        self.available = np.ones(len(self.library), dtype=bool)
+        self.allowed = self.objectives.feasible(self.library) if self.objectives.constraints else np.ones(len(self.library), dtype=bool)
+        self.available = self.allowed.copy()
         self.available[[self.library.index(h) for h in self.unavailable if h in self.library]] = False
-        if self.objectives.constraints:
-            self.available &= self.objectives.feasible(self.library)
         if self.values is None:
             self.values = {h: [score] for h, score in self.scores.items()}
 

@@ -226,7 +226,8 @@ class Boshnas(Strategy):
         use_aleatoric = self.state["rounds_without_progress"] >= s.patience
         indices, scores = context.scored()
         top = indices[np.argsort(-scores, kind="stable")][: s.restarts // 2]
-        random_starts = rng.integers(0, len(features), size=s.restarts - len(top))
+        allowed = np.flatnonzero(context.allowed)  # under a cap, a start among models it forbids leads GOBI astray
+        random_starts = allowed[rng.integers(0, len(allowed), size=s.restarts - len(top))]
         starts = features[np.concatenate([top, random_starts])]
         points = gobi(self.surrogate, starts, features.min(axis=0), features.max(axis=0), k1=s.k1, k2=s.k2,
                       use_aleatoric=use_aleatoric, second_order=s.second_order, seed=s.seed * 100_003 + round_index)
