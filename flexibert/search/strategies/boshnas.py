@@ -260,8 +260,8 @@ class Boshnas(Strategy):
             front = np.vstack([front, means[pick][None]])  # the prediction stands in until the real value is known
         return [int(candidates[i]) for i in chosen]
 
-    def _gains(self, context: SearchContext, front: np.ndarray, means: np.ndarray, stds: np.ndarray,
-               reference: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _gains(context: SearchContext, front: np.ndarray, means: np.ndarray, stds: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Each candidate's hypervolume gain: expected (exact) when one of two objectives is cheap, else optimistic.
 
         A score against a cost known for every model (parameters, FLOPs) is the common front search,
