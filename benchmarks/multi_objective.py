@@ -72,7 +72,18 @@ def front_table(curves: dict[str, np.ndarray], budget: int) -> str:
     lines = ["| strategy | " + " | ".join(f"hypervolume share @{b}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
     for strategy, runs in curves.items():
         lines.append(f"| {strategy} ({len(runs)} seeds) | " + " | ".join(mean_and_spread(runs[:, b - 1], 3) for b in budgets) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + noise_line(curves, budgets)
+
+
+def noise_line(curves: dict[str, np.ndarray], budgets: list[int]) -> str:
+    """How far apart two means must be to mean something: one run's share varies by several hundredths from seed to
+    seed, so with 10 seeds a difference of 0.01-0.02 between strategies is noise."""
+    errors = [np.nanstd(runs[:, b - 1], ddof=1) / np.sqrt(np.sum(~np.isnan(runs[:, b - 1])))
+              for runs in curves.values() for b in budgets if np.sum(~np.isnan(runs[:, b - 1])) > 1]
+    if not errors:
+        return ""
+    return (f"\n± is the sample std over seeds. The standard error of a mean (std / √seeds) is up to {max(errors):.3f} here, so "
+            "differences smaller than about twice that are noise; `--seeds` takes more seeds.\n")
 
 
 def cap_table(gaps: dict[str, list[float]], best_under_cap: float, cap: int, budget: int) -> str:

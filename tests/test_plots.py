@@ -180,3 +180,11 @@ def test_benchmark_plots_count_evaluations_in_whole_numbers():
     assert all(float(t).is_integer() for t in whole_ticks(fig.axes[0], "x"))
     assert "GLUE score" in fig.axes[0].get_title()
     plt.close(fig)
+
+
+def test_the_front_table_says_how_large_a_difference_is_noise():
+    objective = load_benchmark_script("multi_objective")
+    shares = {"boshnas": np.array([0.5, 0.7, 0.6]), "random": np.array([0.6, 0.8, 1.0])}  # three seeds each
+    text = objective.front_table({name: np.tile(s[:, None], (1, 10)) for name, s in shares.items()}, 10)
+    largest = np.std(shares["random"], ddof=1) / np.sqrt(3)  # the larger of the two standard errors
+    assert "| boshnas (3 seeds) | 0.600 ± 0.100 |" in text and f"up to {largest:.3f} here" in text
