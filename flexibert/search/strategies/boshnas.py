@@ -77,10 +77,10 @@ def normalised_losses(scores: np.ndarray) -> np.ndarray:
     return (0.9 - 0.8 * (scores - low) / (high - low)).astype(np.float32)
 
 
-def _score_against_cost(context: SearchContext) -> bool:
-    """Two objectives, one known for every model (a cost such as parameters) and one that training tells."""
+def _cost_column(context: SearchContext) -> int | None:
+    """Where the objectives are a score against one cost known for every model (parameters, FLOPs): the cost's column."""
     cheap = [o.cheap for o in context.objectives.objectives]
-    return len(cheap) == 2 and sum(cheap) == 1
+    return cheap.index(True) if len(cheap) == 2 and sum(cheap) == 1 else None
 
 
 CHEBYSHEV_RHO = 0.05  # the augmented scalarisation's linear part: it breaks ties between weakly dominated models
@@ -248,54 +248,50 @@ class Boshnas(Strategy):
         _, observed = context.scored_values()
         use_aleatoric = self.state["rounds_without_progress"] >= self.settings.patience
         predicted = [self._predicted(context, j, candidates, observed[:, j], use_aleatoric) for j in range(len(maximize))]
-        means, stds = (np.stack(parts, axis=1) for parts in zip(*predicted, strict=True))
+        means, epistemic, aleatoric = (np.stack(parts, axis=1) for parts in zip(*predicted, strict=True))
         reference = reference_point([self._known(context, j, observed[:, j]) for j in range(len(maximize))], maximize)
         front = as_minimisation(observed, maximize)
         chosen: list[int] = []
         for _ in range(min(count, len(candidates))):
-            gains = self._gains(context, front, means, stds, reference)
+            gains = self._gains(context, front, means, epistemic, aleatoric, reference)
             gains[chosen] = -np.inf
             pick = int(np.argmax(gains)) if gains.max() > 0 else self._scalarised_pick(means, front, reference, chosen, rng)
             chosen.append(pick)
             front = np.vstack([front, means[pick][None]])  # the prediction stands in until the real value is known
         return [int(candidates[i]) for i in chosen]
 
-    @staticmethod
-    def _gains(context: SearchContext, front: np.ndarray, means: np.ndarray, stds: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    def _gains(self, context: SearchContext, front: np.ndarray, means: np.ndarray, epistemic: np.ndarray,
+               aleatoric: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Each candidate's hypervolume gain: expected (exact) when one of two objectives is cheap, else optimistic.
 
         A score against a cost known for every model (parameters, FLOPs) is the common front search,
-        and there the expectation over the surrogate's Gaussian is exact and cheap
-        (pareto.expected_hypervolume_improvements); it weighs a small chance of a large gain against a
-        likely small one, which an optimistic bound cannot. With other objectives each candidate counts
-        at its confidence bounds (k1 epistemic standard deviations, k2 aleatoric in the patience phase).
+        and there the expectation over the surrogate's Gaussian (both standard deviations) is exact and
+        cheap (pareto.expected_hypervolume_improvements); it weighs a small chance of a large gain
+        against a likely small one, which an optimistic bound cannot. With other objectives each
+        candidate counts at its confidence bounds (k1 epistemic standard deviations, k2 aleatoric).
         """
-        if _score_against_cost(context):
-            cheap = [o.cheap for o in context.objectives.objectives]
-            known, unknown = cheap.index(True), cheap.index(False)
-            return expected_hypervolume_improvements(front, means[:, known], means[:, unknown], stds[:, unknown],
-                                                     reference, known_column=known)
-        return hypervolume_improvements(front, means - stds, reference)
+        known = _cost_column(context)
+        if known is not None:
+            unknown = 1 - known
+            return expected_hypervolume_improvements(front, means[:, known], means[:, unknown],
+                                                     np.hypot(epistemic[:, unknown], aleatoric[:, unknown]), reference,
+                                                     known_column=known)
+        return hypervolume_improvements(front, means - self.settings.k1 * epistemic - self.settings.k2 * aleatoric, reference)
 
     def _predicted(self, context: SearchContext, j: int, candidates: np.ndarray, observed: np.ndarray,
-                   use_aleatoric: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Objective ``j`` of the candidates in minimisation form: (value, its uncertainty). Exact (uncertainty 0) when
-        cheap; else the surrogate's mean with, where one of two objectives is cheap, its standard deviation (epistemic,
-        plus aleatoric in the patience phase) and otherwise its confidence-bound width."""
+                   use_aleatoric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Objective ``j`` of the candidates in minimisation form and its units: (value, epistemic std, aleatoric std).
+        Exact (both stds 0) when cheap; else the surrogate's, the aleatoric std only in the patience phase."""
         objective = context.objectives.objectives[j]
         if objective.cheap:
             values = context.objectives.column(context.library, objective)[candidates]
-            return (-values if objective.maximize else values), np.zeros(len(candidates))
+            return (-values if objective.maximize else values), np.zeros(len(candidates)), np.zeros(len(candidates))
         surrogate = dict(zip(self.state["surrogate_objectives"], self.surrogates, strict=True))[j]
         goodness = observed if objective.maximize else -observed
         scale = (goodness.max() - goodness.min()) / 0.8  # normalised_losses inverted: a loss unit in objective units
         loss, epistemic, aleatoric = surrogate.predict(self._inputs(context)[candidates])
-        if _score_against_cost(context):
-            spread = np.sqrt(epistemic**2 + (aleatoric**2 if use_aleatoric else 0.0))
-        else:
-            spread = self.settings.k1 * epistemic + (self.settings.k2 * aleatoric if use_aleatoric else 0.0)
         value = goodness.min() + (0.9 - loss) * scale
-        return -value, spread * scale
+        return -value, epistemic * scale, (aleatoric * scale if use_aleatoric else np.zeros(len(candidates)))
 
     @staticmethod
     def _known(context: SearchContext, j: int, observed: np.ndarray) -> np.ndarray:
