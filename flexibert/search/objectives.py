@@ -243,12 +243,16 @@ class ObjectiveSet:
         """The caps that only a measurement checks (latency), model by model before proposing."""
         return [c for c in self.constraints if c.screened]
 
+    @property
+    def cheap_constraints(self) -> list[Constraint]:
+        """The caps every library model is checked against before the search starts (parameters, FLOPs)."""
+        return [c for c in self.constraints if not c.screened]
+
     def feasible(self, library: Library) -> np.ndarray:
         """Boolean mask of the library models that respect every cheap constraint (the screened ones are checked later)."""
         mask = np.ones(len(library), dtype=bool)
-        for constraint in self.constraints:
-            if not constraint.screened:
-                mask &= constraint.allows(self.column(library, constraint.objective))
+        for constraint in self.cheap_constraints:
+            mask &= constraint.allows(self.column(library, constraint.objective))
         return mask
 
     def record(self) -> dict:

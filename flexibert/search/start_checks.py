@@ -231,7 +231,7 @@ def check_objectives(args: argparse.Namespace, library: Library) -> None:
         elif objective.name not in tasks:
             raise SearchError(f"--objectives {objective.name}: the jobs score the GLUE tasks {' '.join(tasks)} only; name one "
                               "of them, or add it to --glue_tasks")
-    cheap = [c for c in objectives.constraints if not c.screened]
+    cheap = objectives.cheap_constraints
     if cheap:
         allowed = int(objectives.feasible(library).sum())
         caps = ", ".join(f"{c.objective.name} <= {c.limit:,.0f}" for c in cheap)
