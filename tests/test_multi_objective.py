@@ -26,6 +26,7 @@ from flexibert.search.hierarchy import next_level_library
 from flexibert.search.hierarchy import parse_args as hierarchy_args
 from flexibert.search.objectives import ObjectiveError, ObjectiveSet, front_members, parse_objective, value_matrix
 from flexibert.search.pareto import as_minimisation, hypervolume, pareto_mask
+from flexibert.search.strategies.base import SearchContext, stratified_available
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BERT_MINI = {"l": 4, "o": ["sa"] * 4, "p": ["sdp"] * 4, "h": [256] * 4, "n": [4] * 4, "f": [[1024]] * 4}
@@ -110,6 +111,32 @@ def test_boshnas_on_the_front_beats_random_search(nasbench, nasbench_search, tmp
             "--objectives", "glue", "params", "--surrogate_epochs", "60"), ["glue", "params"]), every, [True, False], 20)[-1]
             for seed in (1, 2, 3)])
     assert shares["boshnas"] > shares["random"], shares
+
+
+def test_a_boshnas_front_search_draws_one_initial_model_per_cost_stratum(nasbench, nasbench_search, tmp_path):
+    library = Library.load(nasbench["library"])
+    params = np.array([parameter_count(d, "total") for d in library.model_dicts])
+    edges = np.sort(params)[[len(params) * k // 5 for k in range(1, 5)]]  # the quintiles' lower ends
+    for seed in (1, 2):
+        state = nasbench_search(tmp_path / f"s{seed}", "--seed", str(seed), "--budget", "5", "--objectives", "glue", "params")
+        strata = np.searchsorted(edges, params[[library.index(h) for h in state.finished]], side="right")
+        assert sorted(strata.tolist()) == [0, 1, 2, 3, 4], strata
+    single = nasbench_search(tmp_path / "single", "--seed", "1", "--budget", "5")  # one objective: uniform at random
+    random_ = nasbench_search(tmp_path / "random", "--strategy", "random", "--seed", "1", "--budget", "5")
+    assert sorted(single.finished) == sorted(random_.finished)
+
+
+def test_stratified_draws_fill_empty_strata_first_and_respect_what_may_be_proposed(nasbench):
+    library = Library.load(nasbench["library"])
+    values = np.arange(len(library), dtype=float)[::-1]  # stratum k holds the k-th tenth from the top
+    bins = np.array_split(np.argsort(values, kind="stable"), 10)
+    taken = {library.hashes[int(bins[k][0])] for k in range(7)}  # strata 0-6 hold a proposed model
+    context = SearchContext(library, {}, taken)
+    picks = stratified_available(context, values, 3, 10, np.random.default_rng(0))
+    assert sorted(next(k for k, b in enumerate(bins) if i in b) for i in picks) == [7, 8, 9]
+    every = stratified_available(context, values, len(library), 10, np.random.default_rng(0))
+    assert len(every) == len(set(every)) == len(library) - len(taken)
+    assert not {library.hashes[i] for i in every} & taken
 
 
 def test_boshnas_front_inputs_are_embedding_choices_and_log_costs_and_a_run_fitted_on_others_is_refused(nasbench):

@@ -43,7 +43,7 @@ from flexibert.search.start_checks import (
     check_training_inputs,
     is_new_run,
 )
-from flexibert.search.strategies import STRATEGIES, SearchContext, Strategy, random_available
+from flexibert.search.strategies import STRATEGIES, SearchContext, Strategy
 from flexibert.search.transfer import closest_trained_neighbor
 from flexibert.utils.files import write_json_atomic
 
@@ -151,10 +151,10 @@ class Controller:
                              self.objectives, values)
 
     def _ask(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
-        """The random initial models, then the strategy's proposals."""
+        """The strategy's initial design, then its proposals."""
         init_left = self.args.num_init - len(self.state.candidates)
-        if init_left > 0 or not context.scores:  # more random models while none has a score (e.g. all failed)
-            return [(i, "init") for i in random_available(context, min(count, max(init_left, 1)), rng)]
+        if init_left > 0 or not context.scores:  # more initial models while none has a score (e.g. all failed)
+            return [(i, "init") for i in self.strategy.initial(context, min(count, max(init_left, 1)), self.args.num_init, rng)]
         return self.strategy.propose(context, count, rng, round_index)
 
     def passes_screen(self, model_hash: str, round_index: int, attempt: int) -> bool:

@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
     search.add_argument("--glue_tasks", nargs="+", default=list(DEFAULT_TASKS), metavar="TASK", type=glue_task_name,
                         help=f"tasks averaged into the GLUE score when --task glue (of: {' '.join(GLUE_TASKS)})")
     search.add_argument("--strategy", choices=list(STRATEGIES), default="boshnas", help="how the next models are chosen")
-    search.add_argument("--num_init", type=int, default=10, help="random models evaluated before the strategy takes over")
+    search.add_argument("--num_init", type=int, default=10, help="models of the initial design, evaluated before the strategy "
+                        "takes over: at random (BOSHNAS on a score against one cost: one per cost stratum)")
     search.add_argument("--budget", type=int, default=50, help="models to evaluate in all (failed ones count)")
     search.add_argument("--max_concurrent", type=int, default=1, help="jobs in flight at once")
     search.add_argument("--seed", type=int, default=1, help="seed of every random choice of the search (recorded)")

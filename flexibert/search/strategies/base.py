@@ -76,6 +76,30 @@ def random_available(context: SearchContext, count: int, rng: np.random.Generato
     return [int(i) for i in rng.choice(candidates, size=min(count, len(candidates)), replace=False)]
 
 
+def stratified_available(context: SearchContext, values: np.ndarray, count: int, strata: int,
+                         rng: np.random.Generator) -> list[int]:
+    """Up to ``count`` models that may still be proposed, spread over ``values`` (one per library model).
+
+    The allowed library is cut into ``strata`` bins of equal size by ``values``. Each pick comes from a
+    bin that holds no proposed model yet while there is one (a random such bin, a random model in it),
+    then from any bin, and beyond one pick per bin uniformly. A design drawn so covers the whole range
+    of ``values``, where uniform draws clump in its commonest part; the bins are fixed by the library,
+    so picks made one round at a time fill them as one draw would.
+    """
+    allowed = np.flatnonzero(context.allowed)
+    bins = np.array_split(allowed[np.argsort(values[allowed], kind="stable")], max(1, min(strata, len(allowed))))
+    empty = [b for b in bins if context.available[b].all()]
+    chosen: list[int] = []
+    for members in [*(empty[i] for i in rng.permutation(len(empty))), *(bins[i] for i in rng.permutation(len(bins)))]:
+        free = members[context.available[members] & ~np.isin(members, chosen)]
+        if len(chosen) < count and len(free):
+            chosen.append(int(free[rng.integers(len(free))]))
+    if len(chosen) < count:  # more picks than strata: the rest uniformly
+        rest = np.flatnonzero(context.available & ~np.isin(np.arange(len(context.available)), chosen))
+        chosen += [int(i) for i in rng.choice(rest, size=min(count - len(chosen), len(rest)), replace=False)]
+    return chosen
+
+
 class Strategy:
     """A search strategy: proposes which library models to evaluate next.
 
@@ -116,6 +140,11 @@ class Strategy:
     def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
         """Up to ``count`` (library index, method) pairs of available models; the method names why each was chosen."""
         raise NotImplementedError
+
+    def initial(self, context: SearchContext, count: int, num_init: int, rng: np.random.Generator) -> list[int]:
+        """``count`` models of the initial design (``--num_init`` models evaluated before the first :meth:`propose`):
+        uniformly at random unless a strategy knows better."""
+        return random_available(context, count, rng)
 
     def state_dict(self) -> dict:
         """State the scores alone cannot rebuild, journaled with every round."""

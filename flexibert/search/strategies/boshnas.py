@@ -15,7 +15,8 @@ the largest cost). For a score against one cheap cost the expectation over the s
 is exact; otherwise each model counts at its confidence bounds. When no model would add any, a
 random augmented Chebyshev scalarisation (ParEGO's) picks one. Every untried library model is scored
 rather than running GOBI, since a cheap objective has no gradient in the embedding space. Progress,
-for patience, means a model joined the front.
+for patience, means a model joined the front. The initial models of a score-against-cost search are
+drawn one per cost stratum (``initial``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from flexibert.search.pareto import (
     pareto_mask,
     reference_point,
 )
-from flexibert.search.strategies.base import SearchContext, Strategy, random_available
+from flexibert.search.strategies.base import SearchContext, Strategy, random_available, stratified_available
 from flexibert.search.strategies.encoding import ChoiceEncoding
 from flexibert.utils.cli import from_flags, setting
 
@@ -308,6 +309,15 @@ class Boshnas(Strategy):
         scalarised = weighted.max(axis=1) + CHEBYSHEV_RHO * weighted.sum(axis=1)
         scalarised[chosen] = np.inf
         return int(np.argmin(scalarised))
+
+    def initial(self, context: SearchContext, count: int, num_init: int, rng: np.random.Generator) -> list[int]:
+        """For a score against one cheap cost, one initial model per cost stratum (see ``stratified_available``):
+        a front spans the whole cost range, and uniform draws clump in the commonest sizes. Otherwise at random."""
+        column = _cost_column(context)
+        if column is None:
+            return super().initial(context, count, num_init, rng)
+        cost = context.objectives.column(context.library, context.objectives.objectives[column])
+        return stratified_available(context, cost, count, num_init, rng)
 
     def propose(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[tuple[int, str]]:
         threads = torch.get_num_threads()
