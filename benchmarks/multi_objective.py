@@ -86,8 +86,15 @@ def noise_line(curves: dict[str, np.ndarray], budgets: list[int]) -> str:
             "differences smaller than about twice that are noise; `--seeds` takes more seeds.\n")
 
 
-def cap_table(gaps: dict[str, list[float]], best_under_cap: float, cap: int, budget: int) -> str:
-    lines = [f"Best GLUE under the cap (encoder parameters <= {cap:,}, BERT-Mini's encoder): {best_under_cap:.2f}", "",
+def cap_table(gaps: dict[str, list[float]], under_cap: np.ndarray, cap: int, budget: int) -> str:
+    """Per strategy, the best GLUE found under the cap against the best there is (``under_cap``: every allowed model's GLUE).
+
+    It says how many allowed models are within 0.3 of the best: with one, "within 0.3" means finding that model.
+    """
+    best_under_cap = float(np.nanmax(under_cap))
+    near = int(np.sum(under_cap >= best_under_cap - 0.3))
+    lines = [f"Best GLUE under the cap (encoder parameters <= {cap:,}, BERT-Mini's encoder): {best_under_cap:.2f}; "
+             f"{near} of the {int(np.sum(~np.isnan(under_cap)))} models under it are within 0.3 of that", "",
              f"| strategy | best found within {budget} (mean ± std) | gap to the best under the cap | seeds within 0.3 |",
              "|---|---|---|---|"]
     for strategy, found in gaps.items():
@@ -175,7 +182,6 @@ def main(argv: list[str] | None = None) -> str:
     cap = parameter_count(BERT_MINI, "encoder")
     encoder = ParameterCount("encoder_params", False, "encoder")
     allowed = ObjectiveSet([encoder]).column(library, encoder) <= cap
-    best_under_cap = float(np.nanmax(every[allowed, 0]))
     gaps = {}
     for strategy in args.strategies:
         gaps[strategy] = [search(library_path, bench, args.output_dir / f"cap_{strategy}_seed{seed}", [
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> str:
 
     text = (f"## GLUE x total parameters: hypervolume share of the true front ({len(args.seeds)} seeds, --num_init {args.num_init})\n\n"
             + front_table(curves, args.budget) + f"\n## Best GLUE under a size cap ({args.cap_budget} evaluations)\n\n"
-            + cap_table(gaps, best_under_cap, cap, args.cap_budget) + "\n## Smaller and better than BERT-Mini\n\n"
+            + cap_table(gaps, every[allowed, 0], cap, args.cap_budget) + "\n## Smaller and better than BERT-Mini\n\n"
             + smaller_and_better(library, every))
     (args.output_dir / "multi_objective.md").write_text(text)
     plot(args.output_dir / "multi_objective.png", curves, every, examples.get("boshnas", next(iter(examples.values()))), args.budget)

@@ -188,3 +188,11 @@ def test_the_front_table_says_how_large_a_difference_is_noise():
     text = objective.front_table({name: np.tile(s[:, None], (1, 10)) for name, s in shares.items()}, 10)
     largest = np.std(shares["random"], ddof=1) / np.sqrt(3)  # the larger of the two standard errors
     assert "| boshnas (3 seeds) | 0.600 ± 0.100 |" in text and f"up to {largest:.3f} here" in text
+
+
+def test_the_cap_table_says_how_many_models_are_near_the_best_under_the_cap():
+    objective = load_benchmark_script("multi_objective")
+    under_cap = np.array([74.3, 74.1, 73.9, np.nan, 70.0])  # two within 0.3 of 74.3; the NaN model has no score
+    text = objective.cap_table({"tpe": [74.3, 73.9]}, under_cap, 1000, 20)
+    assert "74.30; 2 of the 4 models under it are within 0.3 of that" in text
+    assert "| tpe | 74.10 ± 0.28 | 0.20 | 1/2 |" in text
