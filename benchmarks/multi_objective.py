@@ -94,7 +94,7 @@ def cap_table(gaps: dict[str, list[float]], under_cap: np.ndarray, cap: int, bud
     best_under_cap = float(np.nanmax(under_cap))
     near = int(np.sum(under_cap >= best_under_cap - 0.3))
     lines = [f"Best GLUE under the cap (encoder parameters <= {cap:,}, BERT-Mini's encoder): {best_under_cap:.2f}; "
-             f"{near} of the {int(np.sum(~np.isnan(under_cap)))} models under it are within 0.3 of that", "",
+             f"{near} of the {int(np.sum(~np.isnan(under_cap)))} models under it {'is' if near == 1 else 'are'} within 0.3 of that", "",
              f"| strategy | best found within {budget} (mean ± std) | gap to the best under the cap | seeds within 0.3 |",
              "|---|---|---|---|"]
     for strategy, found in gaps.items():
