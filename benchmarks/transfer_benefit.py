@@ -28,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from a checkout, like the other benchmarks
 
+from scipy.stats import spearmanr  # noqa: E402
+
 from flexibert import prepare_pretrain_dataset, save_roberta_tokenizer  # noqa: E402
 from flexibert.models.weight_transfer import overlap_report  # noqa: E402
 from flexibert.training.pretrain import parse_args as parse_pretrain_args  # noqa: E402
@@ -154,6 +156,32 @@ def enough_fraction(row: dict, noise: float) -> str:
     return "> " + list(row["warm"])[-1]
 
 
+def needed_fraction(row: dict, noise: float) -> float:
+    """``enough_fraction`` as a number; a target that no tried fraction brought within noise counts as needing all of S."""
+    enough = enough_fraction(row, noise)
+    return 1.0 if enough.startswith(">") else float(enough)
+
+
+def ranking_line(args, rows: list[dict], noise: float) -> str:
+    """How well the closeness (and the old scalar fraction) ranks the targets by what a warm start saves (Spearman).
+
+    Two views of the saving: how many scratch steps a warm start of the first fraction is worth (more is
+    better; a loss scratch never reaches within S counts as S), and the warm fraction that reaches scratch
+    quality (less is better). The search's rule gives closer models fewer steps, so it needs both to rise
+    with closeness.
+    """
+    if len(rows) < 3:
+        return ""
+    worth = [statistics.fmean([args.steps if r is None else r for r in row["reach"]]) for row in rows]
+    needed = [-needed_fraction(row, noise) for row in rows]
+    cells = []
+    for measure in ("closeness", "scalar_fraction"):
+        values = [row[measure] for row in rows]
+        cells.append(f"{measure.replace('_', ' ')}: {spearmanr(values, worth)[0]:.2f} and {spearmanr(values, needed)[0]:.2f}")
+    return (f"\nSpearman against the steps a warm start saves over {len(rows)} targets (scratch steps that a warm start of "
+            f"{args.fractions[0]:g} S is worth; the warm fraction that reaches scratch quality, fewer first): " + "; ".join(cells))
+
+
 def table(args, rows: list[dict]) -> str:
     noise = statistics.fmean([mean_sd(row["scratch"])[1] for row in rows]) if len(args.seeds) > 1 else 0.0
     head = ["target", "closeness (encoder, Dice)", "encoder fraction", "old scalar fraction", f"scratch @ S={args.steps}"]
@@ -169,6 +197,7 @@ def table(args, rows: list[dict]) -> str:
         cells.append(f"{statistics.fmean(reach):.0f}{partial}" if reach else f"> {args.steps}")
         cells.append(enough_fraction(row, noise))
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append(ranking_line(args, rows, noise))
     lines.append(f"\nnoise: mean sample std of scratch @ S over targets = {noise:.3f} (seeds {args.seeds}); MLM validation loss, "
                  f"{args.eval_samples} sequences of {args.seq_length} tokens, vocabulary {args.vocab_size}, batch {args.batch_size}, "
                  f"lr {args.learning_rate:g}")

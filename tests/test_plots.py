@@ -196,3 +196,18 @@ def test_the_cap_table_says_how_many_models_are_near_the_best_under_the_cap():
     text = objective.cap_table({"tpe": [74.3, 73.9]}, under_cap, 1000, 20)
     assert "74.30; 2 of the 4 models under it are within 0.3 of that" in text
     assert "| tpe | 74.10 ± 0.28 | 0.20 | 1/2 |" in text
+
+
+def test_the_transfer_benchmark_says_how_well_the_closeness_ranks_what_a_warm_start_saves():
+    transfer = load_benchmark_script("transfer_benefit")
+    args = transfer.parse_args(["--steps", "100", "--fractions", "0.1", "0.5"])
+
+    def row(closeness, scalar, reach, warm):  # scratch @ S is 5.0 on every target
+        return {"closeness": closeness, "scalar_fraction": scalar, "reach": [reach], "scratch": [5.0],
+                "warm": {"0.1": [warm[0]], "0.5": [warm[1]]}}
+
+    rows = [row(1.0, 0.5, None, (5.0, 4.9)),  # a loss scratch never reaches: worth all 100 steps
+            row(0.8, 0.9, 60, (5.2, 5.0)), row(0.3, 0.7, 20, (5.3, 5.2))]  # the last needs more than 0.5 S
+    text = transfer.ranking_line(args, rows, noise=0.05)
+    assert "closeness: 1.00 and 1.00; scalar fraction: -0.50 and -0.50" in text, text
+    assert transfer.ranking_line(args, rows[:2], noise=0.05) == ""  # two targets rank nothing
