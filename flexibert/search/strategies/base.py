@@ -9,8 +9,9 @@ journal and saved per round.
 
 A new strategy is one subclass in one module of this package: a ``name`` (which registers it, so
 ``--strategy NAME`` and ``compare_strategies.py`` find it), ``propose``, and, if it has settings, a
-``Settings`` dataclass whose fields become its flags (see flexibert/utils/cli.py). ``random_search.py``
-is the reference implementation.
+``Settings`` dataclass whose fields become its flags (see flexibert/utils/cli.py), and ``initial`` if
+its first ``--num_init`` models should not be uniform draws. ``random_search.py`` is the reference
+implementation.
 """
 
 from __future__ import annotations
