@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq_length", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--warm_lr_scale", type=float, default=1.0,
+                        help="a warm start's peak learning rate as a multiple of --learning_rate (the search uses 1)")
     parser.add_argument("--eval_samples", type=int, default=256, help="validation sequences every loss is measured on")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     return parser.parse_args(argv)
@@ -90,7 +92,8 @@ def prepare_inputs(args: argparse.Namespace) -> dict[str, Path]:
     return {"tokenizer": work / "tokenizer", "dataset": work / "dataset"}
 
 
-def train(args, inputs, model_dict: dict, output: Path, steps: int, seed: int, init_from: Path | None = None) -> dict:
+def train(args, inputs, model_dict: dict, output: Path, steps: int, seed: int, init_from: Path | None = None,
+          learning_rate: float | None = None) -> dict:
     """One pretraining run through the project's own pretrain(); reused when its results already exist."""
     results_file = output / "pretrain_results.json"
     if results_file.is_file():
@@ -98,7 +101,7 @@ def train(args, inputs, model_dict: dict, output: Path, steps: int, seed: int, i
     argv = ["--model_dict", json.dumps(model_dict), "--tokenizer", str(inputs["tokenizer"]), "--dataset_dir", str(inputs["dataset"]),
             "--max_seq_length", str(args.seq_length), "--output_dir", str(output), "--max_steps", str(steps), "--seed", str(seed),
             "--per_device_train_batch_size", str(args.batch_size), "--gradient_accumulation_steps", "1",
-            "--learning_rate", str(args.learning_rate),
+            "--learning_rate", str(learning_rate or args.learning_rate),
             "--warmup_steps", str(max(1, steps // 10)), "--max_eval_samples", str(args.eval_samples), "--save_steps", str(10 * steps),
             "--logging_steps", str(max(1, args.steps // 10)), "--report_to", "none"]
     if init_from is None:
@@ -139,7 +142,9 @@ def measure_target(args, inputs, name: str, model_dict: dict) -> dict:
             continue
         for fraction in args.fractions:
             steps = max(1, round(fraction * args.steps))
-            loss = train(args, inputs, model_dict, work / f"{slug}-warm{steps}-seed{seed}", steps, seed, init_from=parent)["eval_loss"]
+            scaled = "" if args.warm_lr_scale == 1 else f"-lrx{args.warm_lr_scale:g}"
+            loss = train(args, inputs, model_dict, work / f"{slug}-warm{steps}{scaled}-seed{seed}", steps, seed, init_from=parent,
+                         learning_rate=args.learning_rate * args.warm_lr_scale)["eval_loss"]
             warm[fraction].append(loss)
             if fraction == args.fractions[0]:
                 reach.append(steps_to_reach(points, loss))
@@ -200,7 +205,7 @@ def table(args, rows: list[dict]) -> str:
     lines.append(ranking_line(args, rows, noise))
     lines.append(f"\nnoise: mean sample std of scratch @ S over targets = {noise:.3f} (seeds {args.seeds}); MLM validation loss, "
                  f"{args.eval_samples} sequences of {args.seq_length} tokens, vocabulary {args.vocab_size}, batch {args.batch_size}, "
-                 f"lr {args.learning_rate:g}")
+                 f"lr {args.learning_rate:g}" + (f", warm starts at {args.warm_lr_scale:g} x lr" if args.warm_lr_scale != 1 else ""))
     return "\n".join(lines)
 
 
