@@ -8,15 +8,9 @@ progress the aleatoric term joins the bound, and after ``aleatoric_rounds`` more
 converged.
 
 With several objectives (``--objectives glue params``) each objective that only training tells gets
-its own surrogate; cheap ones (parameters, FLOPs) are known exactly for every model. An optimisation
-round proposes the untried model expected to add the most hypervolume to the front of the models
-evaluated so far, with the reference point of flexibert/search/pareto.py (the scores' median, 1.05 x
-the largest cost). For a score against one cheap cost the expectation over the surrogate's Gaussian
-is exact; otherwise each model counts at its confidence bounds. When no model would add any, a
-random augmented Chebyshev scalarisation (ParEGO's) picks one. Every untried library model is scored
-rather than running GOBI, since a cheap objective has no gradient in the embedding space. Progress,
-for patience, means a model joined the front. The initial models of a score-against-cost search are
-drawn one per cost stratum (``initial``).
+its own surrogate, and an optimisation round proposes the untried models expected to add the most
+hypervolume to the front (front.py). Progress, for patience, means a model joined the front. The
+initial models of a score-against-cost search are drawn one per cost stratum (``initial``).
 """
 
 from __future__ import annotations
@@ -31,15 +25,10 @@ import torch
 from flexibert.search.boshnas.gobi import acquisition, gobi, snap_to_library
 from flexibert.search.boshnas.surrogate import Surrogate
 from flexibert.search.layout import RunLayout
-from flexibert.search.pareto import (
-    as_minimisation,
-    expected_hypervolume_improvements,
-    hypervolume_improvements,
-    pareto_mask,
-    reference_point,
-)
+from flexibert.search.pareto import as_minimisation, pareto_mask
 from flexibert.search.strategies.base import SearchContext, Strategy, random_available, stratified_available
 from flexibert.search.strategies.encoding import ChoiceEncoding
+from flexibert.search.strategies.front import cost_column, front_picks
 from flexibert.utils.cli import from_flags, setting
 
 
@@ -76,15 +65,6 @@ def normalised_losses(scores: np.ndarray) -> np.ndarray:
     if high - low < 1e-12:
         return np.full(len(scores), 0.5, dtype=np.float32)
     return (0.9 - 0.8 * (scores - low) / (high - low)).astype(np.float32)
-
-
-def _cost_column(context: SearchContext) -> int | None:
-    """Where the objectives are a score against one cost known for every model (parameters, FLOPs): the cost's column."""
-    cheap = [o.cheap for o in context.objectives.objectives]
-    return cheap.index(True) if len(cheap) == 2 and sum(cheap) == 1 else None
-
-
-CHEBYSHEV_RHO = 0.05  # the augmented scalarisation's linear part: it breaks ties between weakly dominated models
 
 
 class Boshnas(Strategy):
@@ -242,78 +222,15 @@ class Boshnas(Strategy):
         return found[:count]
 
     def _optimize_front(self, context: SearchContext, count: int, rng: np.random.Generator) -> list[int]:
-        """The untried models expected to add the most hypervolume to the front so far, one at a time, each pick joining
-        the front at its predicted values before the next; a random scalarisation when none would add any."""
-        candidates = np.flatnonzero(context.available)
-        maximize = context.objectives.maximize
-        _, observed = context.scored_values()
+        """The untried models expected to add the most hypervolume to the front so far (see front.py)."""
+        surrogates = dict(zip(self.state["surrogate_objectives"], self.surrogates, strict=True))
         use_aleatoric = self.state["rounds_without_progress"] >= self.settings.patience
-        predicted = [self._predicted(context, j, candidates, observed[:, j], use_aleatoric) for j in range(len(maximize))]
-        means, epistemic, aleatoric = (np.stack(parts, axis=1) for parts in zip(*predicted, strict=True))
-        reference = reference_point([self._known(context, j, observed[:, j]) for j in range(len(maximize))], maximize)
-        front = as_minimisation(observed, maximize)
-        chosen: list[int] = []
-        for _ in range(min(count, len(candidates))):
-            gains = self._gains(context, front, means, epistemic, aleatoric, reference)
-            gains[chosen] = -np.inf
-            pick = int(np.argmax(gains)) if gains.max() > 0 else self._scalarised_pick(means, front, reference, chosen, rng)
-            chosen.append(pick)
-            front = np.vstack([front, means[pick][None]])  # the prediction stands in until the real value is known
-        return [int(candidates[i]) for i in chosen]
-
-    def _gains(self, context: SearchContext, front: np.ndarray, means: np.ndarray, epistemic: np.ndarray,
-               aleatoric: np.ndarray, reference: np.ndarray) -> np.ndarray:
-        """Each candidate's hypervolume gain: expected (exact) when one of two objectives is cheap, else optimistic.
-
-        A score against a cost known for every model (parameters, FLOPs) is the common front search,
-        and there the expectation over the surrogate's Gaussian (both standard deviations) is exact and
-        cheap (pareto.expected_hypervolume_improvements); it weighs a small chance of a large gain
-        against a likely small one, which an optimistic bound cannot. With other objectives each
-        candidate counts at its confidence bounds (k1 epistemic standard deviations, k2 aleatoric).
-        """
-        known = _cost_column(context)
-        if known is not None:
-            unknown = 1 - known
-            return expected_hypervolume_improvements(front, means[:, known], means[:, unknown],
-                                                     np.hypot(epistemic[:, unknown], aleatoric[:, unknown]), reference,
-                                                     known_column=known)
-        return hypervolume_improvements(front, means - self.settings.k1 * epistemic - self.settings.k2 * aleatoric, reference)
-
-    def _predicted(self, context: SearchContext, j: int, candidates: np.ndarray, observed: np.ndarray,
-                   use_aleatoric: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Objective ``j`` of the candidates in minimisation form and its units: (value, epistemic std, aleatoric std).
-        Exact (both stds 0) when cheap; else the surrogate's, the aleatoric std only in the patience phase."""
-        objective = context.objectives.objectives[j]
-        if objective.cheap:
-            values = context.objectives.column(context.library, objective)[candidates]
-            return (-values if objective.maximize else values), np.zeros(len(candidates)), np.zeros(len(candidates))
-        surrogate = dict(zip(self.state["surrogate_objectives"], self.surrogates, strict=True))[j]
-        goodness = observed if objective.maximize else -observed
-        scale = (goodness.max() - goodness.min()) / 0.8  # normalised_losses inverted: a loss unit in objective units
-        loss, epistemic, aleatoric = surrogate.predict(self._inputs(context)[candidates])
-        value = goodness.min() + (0.9 - loss) * scale
-        return -value, epistemic * scale, (aleatoric * scale if use_aleatoric else np.zeros(len(candidates)))
-
-    @staticmethod
-    def _known(context: SearchContext, j: int, observed: np.ndarray) -> np.ndarray:
-        """What is known of objective ``j``: every library model's value when cheap, else the evaluated models'."""
-        objective = context.objectives.objectives[j]
-        return context.objectives.column(context.library, objective) if objective.cheap else observed
-
-    @staticmethod
-    def _scalarised_pick(points: np.ndarray, front: np.ndarray, reference: np.ndarray, chosen: list[int],
-                         rng: np.random.Generator) -> int:
-        """Random weights, augmented Chebyshev on a scale from the best known value (0) to the reference (1)."""
-        ideal = np.minimum(points.min(axis=0), front.min(axis=0))
-        weighted = (points - ideal) / np.maximum(reference - ideal, 1e-12) * rng.dirichlet(np.ones(points.shape[1]))
-        scalarised = weighted.max(axis=1) + CHEBYSHEV_RHO * weighted.sum(axis=1)
-        scalarised[chosen] = np.inf
-        return int(np.argmin(scalarised))
+        return front_picks(context, surrogates, self._inputs(context), count, rng, use_aleatoric, self.settings.k1, self.settings.k2)
 
     def initial(self, context: SearchContext, count: int, num_init: int, rng: np.random.Generator) -> list[int]:
         """For a score against one cheap cost, one initial model per cost stratum (see ``stratified_available``):
         a front spans the whole cost range, and uniform draws clump in the commonest sizes. Otherwise at random."""
-        column = _cost_column(context)
+        column = cost_column(context)
         if column is None:
             return super().initial(context, count, num_init, rng)
         cost = context.objectives.column(context.library, context.objectives.objectives[column])
