@@ -43,9 +43,10 @@ def front_picks(context: SearchContext, surrogates: Mapping[int, Surrogate], inp
     means, epistemic, aleatoric = (np.stack(parts, axis=1) for parts in zip(*predicted, strict=True))
     reference = reference_point([_known(context, j, observed[:, j]) for j in range(len(maximize))], maximize)
     front = as_minimisation(observed, maximize)
+    known = cost_column(context)
     chosen: list[int] = []
     for _ in range(min(count, len(candidates))):
-        gains = _gains(context, front, means, epistemic, aleatoric, reference, k1, k2)
+        gains = _gains(known, front, means, epistemic, aleatoric, reference, k1, k2)
         gains[chosen] = -np.inf
         pick = int(np.argmax(gains)) if gains.max() > 0 else _scalarised_pick(means, front, reference, chosen, rng)
         chosen.append(pick)
@@ -53,9 +54,10 @@ def front_picks(context: SearchContext, surrogates: Mapping[int, Surrogate], inp
     return [int(candidates[i]) for i in chosen]
 
 
-def _gains(context: SearchContext, front: np.ndarray, means: np.ndarray, epistemic: np.ndarray, aleatoric: np.ndarray,
+def _gains(known: int | None, front: np.ndarray, means: np.ndarray, epistemic: np.ndarray, aleatoric: np.ndarray,
            reference: np.ndarray, k1: float, k2: float) -> np.ndarray:
-    """Each candidate's hypervolume gain: expected (exact) when one of two objectives is cheap, else optimistic.
+    """Each candidate's hypervolume gain: expected (exact) when one of two objectives is a cost known for every model
+    (its column ``known``, see :func:`cost_column`), else optimistic.
 
     A score against a cost known for every model (parameters, FLOPs) is the common front search,
     and there the expectation over the surrogate's Gaussian (both standard deviations) is exact and
@@ -63,7 +65,6 @@ def _gains(context: SearchContext, front: np.ndarray, means: np.ndarray, epistem
     against a likely small one, which an optimistic bound cannot. With other objectives each
     candidate counts at its confidence bounds (k1 epistemic standard deviations, k2 aleatoric).
     """
-    known = cost_column(context)
     if known is not None:
         unknown = 1 - known
         return expected_hypervolume_improvements(front, means[:, known], means[:, unknown],
