@@ -152,19 +152,23 @@ def measure_target(args, inputs, name: str, model_dict: dict) -> dict:
             "scalar_fraction": report.scalar_fraction, "scratch": scratch, "warm": {str(f): v for f, v in warm.items()}, "reach": reach}
 
 
-def enough_fraction(row: dict, noise: float) -> str:
-    """The smallest warm-start fraction whose mean loss is within ``noise`` of the scratch model's mean loss."""
+def _enough(row: dict, noise: float) -> str | None:
+    """The smallest warm-start fraction (its key in ``row["warm"]``) whose mean loss is within ``noise`` of the scratch
+    model's mean loss; None when no tried fraction got there."""
     target = statistics.fmean(row["scratch"]) + noise
-    for fraction, losses in row["warm"].items():
-        if statistics.fmean(losses) <= target:
-            return fraction
-    return "> " + list(row["warm"])[-1]
+    return next((fraction for fraction, losses in row["warm"].items() if statistics.fmean(losses) <= target), None)
+
+
+def enough_fraction(row: dict, noise: float) -> str:
+    """The table's cell for ``_enough``: the fraction, or "> " the largest tried."""
+    enough = _enough(row, noise)
+    return "> " + list(row["warm"])[-1] if enough is None else enough
 
 
 def needed_fraction(row: dict, noise: float) -> float:
-    """``enough_fraction`` as a number; a target that no tried fraction brought within noise counts as needing all of S."""
-    enough = enough_fraction(row, noise)
-    return 1.0 if enough.startswith(">") else float(enough)
+    """``_enough`` as a number; a target that no tried fraction brought within noise counts as needing all of S."""
+    enough = _enough(row, noise)
+    return 1.0 if enough is None else float(enough)
 
 
 def ranking_line(args, rows: list[dict], noise: float) -> str:
