@@ -17,13 +17,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import BertConfig, BertModel
 
-from flexibert import FlexiBERTConfig, FlexiBERTModel, convert_bert
-from flexibert.models.modeling_flexibert import FlexiBERTLayer
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's code, even where another checkout is installed in editable mode
+
+from flexibert import FlexiBERTConfig, FlexiBERTModel, convert_bert  # noqa: E402
+from flexibert.models.modeling_flexibert import FlexiBERTLayer  # noqa: E402
 
 SIZES = {"BERT-Tiny": (128, 2, 2, 512), "BERT-Mini": (256, 4, 4, 1024), "BERT-Small": (512, 4, 8, 2048)}
 LAYER_OPS = {

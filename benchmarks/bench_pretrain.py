@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,10 +28,13 @@ import torch
 from datasets import load_from_disk
 from transformers import BertConfig, BertForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainerCallback
 
-from flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, prepare_pretrain_dataset, pretrain_flexibert, save_roberta_tokenizer
-from flexibert.data.tokenization import load_tokenizer
-from flexibert.training.settings import training_arguments
-from flexibert.utils.cli import HelpFormatter
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's code, even where another checkout is installed in editable mode
+
+from flexibert import FlexiBERTConfig, FlexiBERTForMaskedLM, prepare_pretrain_dataset, pretrain_flexibert, save_roberta_tokenizer  # noqa: E402
+from flexibert.data.tokenization import load_tokenizer  # noqa: E402
+from flexibert.training.settings import training_arguments  # noqa: E402
+from flexibert.utils.cli import HelpFormatter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "wiki.train.tokens"

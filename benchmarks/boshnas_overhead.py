@@ -31,13 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embeddings.library import Library
-from flexibert.search.benchmarks import synthetic_scores
-from flexibert.search.boshnas.gobi import gobi, snap_to_library
-from flexibert.search.boshnas.surrogate import Surrogate
-from flexibert.search.strategies import Boshnas, BoshnasSettings, GaussianProcessBO, RandomSearch, SearchContext
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's code, even where another checkout is installed in editable mode
+
+from embeddings.library import Library  # noqa: E402
+from flexibert.search.benchmarks import synthetic_scores  # noqa: E402
+from flexibert.search.boshnas.gobi import gobi, snap_to_library  # noqa: E402
+from flexibert.search.boshnas.surrogate import Surrogate  # noqa: E402
+from flexibert.search.strategies import Boshnas, BoshnasSettings, GaussianProcessBO, RandomSearch, SearchContext  # noqa: E402
+
 TARGET_S = 5.0
 
 

@@ -35,11 +35,13 @@ import networkx as nx
 import numpy as np
 from sklearn.metrics import pairwise_distances
 
-from embeddings.design_space import load_design_space
-from embeddings.distance import label_ranks
-from embeddings.graph import model_graph
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's code, even where another checkout is installed in editable mode
+
+from embeddings.design_space import load_design_space  # noqa: E402
+from embeddings.distance import label_ranks  # noqa: E402
+from embeddings.graph import model_graph  # noqa: E402
+
 SPACES = {"test": "design_space_test.yaml", "small": "design_space_small.yaml"}
 SAMPLED_SPACE, SAMPLED_LPS = "design_space.yaml", 1
 SAMPLE_TARGET = (1_000_000, 600.0, 8.0)  # models, seconds, GiB

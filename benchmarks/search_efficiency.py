@@ -34,6 +34,9 @@ from scipy.stats import spearmanr  # noqa: E402
 from sklearn.linear_model import RidgeCV  # noqa: E402
 from sklearn.model_selection import KFold, cross_val_predict  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's code, even where another checkout is installed in editable mode
+
 from embeddings.design_space import load_design_space  # noqa: E402
 from embeddings.library import Library  # noqa: E402
 from flexibert.search.benchmarks import benchmark_index, synthetic_scores  # noqa: E402
@@ -51,7 +54,6 @@ from flexibert.search.settings import parse_args as search_args  # noqa: E402
 from flexibert.search.strategies import STRATEGIES, Boshnas, BoshnasSettings, SearchContext  # noqa: E402
 from flexibert.search.strategies.encoding import ChoiceEncoding  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 NASBENCH = REPO.parent / "shared" / "data" / "nasbench_bert" / "nasbench_bert_glue.json"
 BUDGETS = (10, 20, 30, 50)
 
