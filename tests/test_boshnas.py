@@ -15,6 +15,7 @@ from scipy.stats import spearmanr
 
 from flexibert.search.boshnas.adahessian import AdaHessian, hutchinson_diagonal
 from flexibert.search.boshnas.gobi import acquisition, gobi, snap_to_library
+from flexibert.search.boshnas.linear_prior import LinearPrior
 from flexibert.search.boshnas.npn import NPN, NPNLinear, NPNReLU, NPNSigmoid
 from flexibert.search.boshnas.surrogate import Surrogate
 
@@ -290,9 +291,10 @@ def test_equal_seeds_and_data_give_identical_surrogates(data):
     assert not np.array_equal(runs[0][0], runs[2][0])
 
 
-def test_save_load_restores_everything_a_resumed_search_needs(tmp_path, data):
+@pytest.mark.parametrize("prior_columns", [None, (4, D)])
+def test_save_load_restores_everything_a_resumed_search_needs(tmp_path, data, prior_columns):
     first, second = small_problem(4), small_problem(5)
-    original = Surrogate(D, seed=1, max_epochs=8)
+    original = Surrogate(D, seed=1, max_epochs=8, prior_columns=prior_columns)
     original.fit(*first)
     path = tmp_path / "surrogate.pt"
     original.save(path)
@@ -306,6 +308,46 @@ def test_save_load_restores_everything_a_resumed_search_needs(tmp_path, data):
     restored.fit(*second)
     for a, b in zip(original.predict(data["X_test"]), restored.predict(data["X_test"]), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def additive_choices(rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two leading noise columns, then three one-hot choices of three values each; the target adds one term per choice."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, 3, size=(rows, 3))
+    x = np.concatenate([rng.normal(size=(rows, 2)), np.eye(3)[picks].reshape(rows, 9)], axis=1)
+    effects = np.array([[0.0, 0.1, -0.1], [0.05, 0.0, 0.2], [-0.05, 0.0, 0.1]])
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(0.5 + effects[np.arange(3), picks].sum(axis=1), dtype=torch.float32)
+
+
+def test_the_linear_prior_learns_additive_choices_from_few_scores_and_knows_what_it_has_not_seen():
+    x, y = additive_choices(12, seed=0)
+    prior = LinearPrior((2, 11))  # the choices only
+    assert [t.tolist() for t in prior(x[:2])] == [[0.0, 0.0], [0.0, 0.0]]  # nothing before the first fit
+    prior.fit(x, y)
+    unseen, truth = additive_choices(200, seed=1)
+    mean, variance = prior(unseen)
+    assert spearmanr(mean.numpy(), truth.numpy())[0] > 0.9
+    # The rarest value of every choice at once: less sure than of any model it was fitted on.
+    counts = x[:, 2:].reshape(-1, 3, 3).sum(dim=0)
+    rarest = torch.cat([torch.zeros(2), torch.eye(3)[counts.argmin(dim=1)].reshape(9)])[None]
+    assert prior(rarest)[1].item() > prior(x)[1].max().item()
+    point = unseen[:1].clone().requires_grad_(True)
+    prior(point)[0].sum().backward()  # GOBI differentiates through the prior mean
+    assert torch.count_nonzero(point.grad[0, :2]) == 0 and torch.count_nonzero(point.grad[0, 2:]) > 0
+
+
+def test_with_a_prior_the_surrogate_predicts_the_teachers_residual_around_it():
+    x, y = additive_choices(30, seed=2)
+    surrogate = Surrogate(11, seed=0, max_epochs=30, prior_columns=(2, 11))
+    surrogate.fit(x.numpy(), y.numpy())
+    with torch.no_grad():
+        prior_mean, prior_variance = surrogate.prior(x)
+        teacher, student = (surrogate.nets[n](x).squeeze(-1) for n in ("teacher", "student"))
+    mean, epistemic, _ = surrogate.predict(x.numpy())
+    np.testing.assert_allclose(mean, (teacher - 0.5 + prior_mean).numpy(), atol=1e-6)
+    np.testing.assert_allclose(epistemic, (student**2 + prior_variance).sqrt().numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="prior columns"):
+        Surrogate(11).load_state_dict(surrogate.state_dict())
 
 
 def test_state_dict_is_a_snapshot():

@@ -60,10 +60,13 @@ def test_boshnas_flags_keep_their_names_and_what_the_journal_records():
     settings = from_flags(BoshnasSettings, args)
     assert (settings.restarts, settings.second_order, settings.tolerance, settings.seed) == (4, False, 0.5, 9)
     # The journal's record of BOSHNAS's settings, as run folders of earlier versions hold it (a resume compares them).
-    # With --embedding_only the record is exactly theirs, so they resume with it; the choices as inputs are a new setting.
+    # With --embedding_only the record is exactly theirs, so they resume with it; the choices as inputs are a new setting,
+    # and so is the linear prior: a run started with the choices and without the prior resumes with --no_linear_prior.
     earlier = ["k1", "k2", "restarts", "second_order", "prob_uncertainty", "prob_random", "patience", "aleatoric_rounds", "tolerance",
                "surrogate_epochs", "snap_metric", "seed"]
-    assert sorted(Boshnas(settings).recorded_settings()) == sorted([*earlier, "choice_inputs"])
+    assert sorted(Boshnas(settings).recorded_settings()) == sorted([*earlier, "choice_inputs", "linear_prior"])
+    no_prior = from_flags(BoshnasSettings, search_args(["--dataset_file", "x", "--no_linear_prior"]))
+    assert sorted(Boshnas(no_prior).recorded_settings()) == sorted([*earlier, "choice_inputs"])
     embedding_only = from_flags(BoshnasSettings, search_args(["--dataset_file", "x", "--embedding_only"]))
     assert sorted(Boshnas(embedding_only).recorded_settings()) == sorted(earlier)
     with pytest.raises(SystemExit):

@@ -14,6 +14,7 @@ from embeddings.library import Library
 from flexibert import run_boshnas
 from flexibert.models.weight_transfer import model_overlap
 from flexibert.search.benchmarks import synthetic_scores
+from flexibert.search.controller import differences
 from flexibert.search.journal import Journal, RunLock, SearchState
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +107,14 @@ def test_resuming_with_other_settings_or_twice_at_once_is_refused(search_files, 
         search(search_files, run_dir, "--strategy", "random", "--budget", "2", "--num_init", "2", "--seed", "2")
     with RunLock(run_dir), pytest.raises(SystemExit, match="is in use by pid"):
         search(search_files, run_dir, "--strategy", "random", "--budget", "3", "--num_init", "2")
+
+
+def test_a_setting_newer_than_the_run_is_named_as_such():
+    """A resume of a run started before a setting existed says so, so that its help's "as runs started before" flag is found."""
+    assert differences("boshnas", {"k1": 0.5}, {"k1": 0.5, "linear_prior": True}) == [
+        "boshnas.linear_prior: not recorded (the run predates it), now True"]
+    assert differences("boshnas", {"k1": 0.5, "x": None}, {"k1": 1.0, "x": 2}) == [
+        "boshnas.k1: was 0.5, now 1.0", "boshnas.x: was None, now 2"]
 
 
 def test_failed_jobs_are_retried_then_recorded_and_the_search_goes_on(search_files, tmp_path):

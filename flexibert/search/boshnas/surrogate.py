@@ -9,6 +9,11 @@ Three small networks, trained in turn on every ``fit``, as in the original with 
 - npn: a Natural-Parameter Network trained with the Gaussian likelihood, whose output variance is the
   heteroscedastic (aleatoric) noise; its square root is reported, so both uncertainties are standard deviations.
 
+With ``prior_columns`` a Bayesian linear model on those input columns (the model dict's choices) is the
+prior mean (linear_prior.py): the teacher learns the residual, around 0.5 so that its sigmoid stays
+in its linear range, the predicted loss is the sum, and the linear model's posterior variance joins the
+student's in the epistemic std. BOSHNAS proposes a top model sooner with it (see linear_prior.py).
+
 Training choices (the original trained each net with batch size 1; here everything is batched, and the
 rates below were measured to train 50-200 points to early stopping well inside ``max_epochs=200``):
 
@@ -49,6 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flexibert.search.boshnas.linear_prior import LinearPrior
 from flexibert.search.boshnas.npn import NPN, aleatoric_loss
 from flexibert.utils.files import atomic_write
 
@@ -154,6 +160,7 @@ class Surrogate:
         val_fraction: float = 0.2,
         mc_samples: int = 10,
         patience: int = 7,
+        prior_columns: tuple[int, int] | list[int] | None = None,
     ):
         if mc_samples < 2:
             raise ValueError(f"mc_samples must be at least 2 to estimate a standard deviation, got {mc_samples}")
@@ -162,6 +169,7 @@ class Surrogate:
         self.input_dim, self.seed, self.lr, self.max_epochs, self.batch_size = input_dim, seed, lr, max_epochs, batch_size
         self.val_fraction, self.mc_samples, self.patience = val_fraction, mc_samples, patience
         self.fit_count = 0
+        self.prior = LinearPrior(tuple(prior_columns)) if prior_columns is not None else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_derived_seed(seed))
             self.nets: dict[str, nn.Module] = {"teacher": _mlp(input_dim, 0.3), "student": _mlp(input_dim, 0.0), "npn": NPN(input_dim)}
@@ -184,6 +192,7 @@ class Surrogate:
         return {
             "input_dim": self.input_dim, "seed": self.seed, "lr": self.lr, "max_epochs": self.max_epochs, "batch_size": self.batch_size,
             "val_fraction": self.val_fraction, "mc_samples": self.mc_samples, "patience": self.patience,
+            "prior_columns": None if self.prior is None else [self.prior.columns.start, self.prior.columns.stop],
         }
 
     def parameters(self) -> Iterator[nn.Parameter]:
@@ -246,6 +255,10 @@ class Surrogate:
         if not (torch.isfinite(x).all() and torch.isfinite(target).all()):
             raise ValueError("inputs and targets must be finite")
         result: dict[str, float] = {}
+        teacher_target = target
+        if self.prior is not None:
+            self.prior.fit(x, target)
+            teacher_target = (0.5 + target - self.prior(x)[0]).clamp(0.01, 0.99)
 
         def train(name: str, loss_fn: LossFn, inputs, targets, train_rows, val_rows, fresh_targets=None) -> None:
             losses = _train_net(self.nets[name], self.optimizers[name], loss_fn, inputs, targets, train_rows, val_rows,
@@ -255,7 +268,7 @@ class Surrogate:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_derived_seed(self.seed, self.fit_count))
             train_idx, val_idx = self._split(len(x))
-            train("teacher", _mse, x, target, train_idx, val_idx)
+            train("teacher", _mse, x, teacher_target, train_idx, val_idx)
             student_x, student_train, student_val = self._student_inputs(x, train_idx, val_idx)
             student_y = self._teacher_std(student_x)
             if self.fit_count == 0:
@@ -270,7 +283,11 @@ class Surrogate:
         for net in self.nets.values():
             net.eval()
         _, aleatoric_var = self.nets["npn"](X)
-        return self.nets["teacher"](X).squeeze(-1), self.nets["student"](X).squeeze(-1), aleatoric_var.sqrt()
+        teacher, student = self.nets["teacher"](X).squeeze(-1), self.nets["student"](X).squeeze(-1)
+        if self.prior is None:
+            return teacher, student, aleatoric_var.sqrt()
+        prior_mean, prior_variance = self.prior(X)
+        return teacher - 0.5 + prior_mean, (student**2 + prior_variance).sqrt(), aleatoric_var.sqrt()
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, epistemic std, aleatoric std) as float64 arrays of shape (n,), in chunks of 65,536 rows."""
@@ -291,15 +308,21 @@ class Surrogate:
             "fit_count": self.fit_count,
             "nets": {name: net.state_dict() for name, net in self.nets.items()},
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "prior": {} if self.prior is None else self.prior.tensors,
         })
 
     def load_state_dict(self, state: dict) -> None:
         if state["config"]["input_dim"] != self.input_dim:
             raise ValueError(f"state is for input_dim {state['config']['input_dim']}, this surrogate has {self.input_dim}")
+        if state["config"].get("prior_columns") != self.config["prior_columns"]:
+            raise ValueError(f"state has prior columns {state['config'].get('prior_columns')}, "
+                             f"this surrogate {self.config['prior_columns']}")
         for name in _NETS:
             self.nets[name].load_state_dict(state["nets"][name])
             self.optimizers[name].load_state_dict(state["optimizers"][name])
         self.fit_count = int(state["fit_count"])
+        if self.prior is not None:
+            self.prior.tensors = dict(state["prior"])
 
     def save(self, path: str | Path) -> None:
         """Write atomically (:func:`flexibert.utils.files.atomic_write`), so a crash never leaves half a file."""
