@@ -12,7 +12,7 @@ Three small networks, trained in turn on every ``fit``, as in the original with 
 With ``prior_columns`` a Bayesian linear model on those input columns (the model dict's choices) is the
 prior mean (linear_prior.py): the teacher learns the residual, around 0.5 so that its sigmoid stays
 in its linear range, the predicted loss is the sum, and the linear model's posterior variance joins the
-student's in the epistemic std. BOSHNAS proposes a top model sooner with it (see linear_prior.py).
+student's in the epistemic std (why: linear_prior.py).
 
 Training choices (the original trained each net with batch size 1; here everything is batched, and the
 rates below were measured to train 50-200 points to early stopping well inside ``max_epochs=200``):

@@ -1,7 +1,8 @@
 """BOSHNAS: a heteroscedastic surrogate, GOBI on its upper confidence bound, uncertainty and random sampling, patience.
 
 Each round the surrogate (flexibert/search/boshnas/) is refitted, warm-started, on the scores so far,
-its inputs a model's embedding beside its model dict's choices (one-hot; ``_library_inputs`` says why);
+its inputs a model's embedding beside its model dict's choices (one-hot; ``_library_inputs`` says why),
+its prior mean a Bayesian linear model on the choices (``_prior_columns``);
 most rounds then optimise the acquisition with GOBI and snap the optimum to untried library models,
 some sample the most uncertain model or a random one. After ``patience`` optimisation rounds without
 progress the aleatoric term joins the bound, and after ``aleatoric_rounds`` more the search has
