@@ -36,8 +36,7 @@ from flexibert.data.tokenization import load_tokenizer  # noqa: E402
 from flexibert.training.settings import training_arguments  # noqa: E402
 from flexibert.utils.cli import HelpFormatter  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "wiki.train.tokens"
+WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2" / "wiki.train.tokens"
 BERT_TINY = {"l": 2, "o": ["sa", "sa"], "h": [128, 128], "n": [2, 2], "f": [[512], [512]], "p": ["sdp", "sdp"]}
 WARMUP_STEPS = 3
 

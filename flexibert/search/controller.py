@@ -314,9 +314,9 @@ def differences(name: str, old: object, new: object) -> list[str]:
     """``name.key: was X, now Y`` for each setting that differs, down to the keys of nested settings (not whole dicts).
     A key the run's record lacks is a setting newer than the run: its help says which flag restores the earlier way."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [f"{name}.{key}: not recorded (the run predates it), now {new[key]!r}" if key not in old else line
-                for key in sorted(set(old) | set(new), key=str) if old.get(key) != new.get(key)
-                for line in differences(f"{name}.{key}", old.get(key), new.get(key))]
+        return [line for key in sorted(set(old) | set(new), key=str) if old.get(key) != new.get(key)
+                for line in (differences(f"{name}.{key}", old[key], new.get(key)) if key in old
+                             else [f"{name}.{key}: not recorded (the run predates it), now {new[key]!r}"])]
     return [f"{name}: was {old!r}, now {new!r}"]
 
 

@@ -27,9 +27,8 @@ class LinearPrior:
 
     def fit(self, x: torch.Tensor, target: torch.Tensor) -> None:
         model = BayesianRidge().fit(x[:, self.columns].double().numpy(), target.double().numpy())
-        as_tensor = lambda value: torch.as_tensor(np.asarray(value), dtype=torch.float32)  # noqa: E731
-        self.tensors = {"coef": as_tensor(model.coef_), "intercept": as_tensor(model.intercept_),
-                        "offset": as_tensor(model.X_offset_), "covariance": as_tensor(model.sigma_)}
+        fitted = {"coef": model.coef_, "intercept": model.intercept_, "offset": model.X_offset_, "covariance": model.sigma_}
+        self.tensors = {name: torch.as_tensor(np.asarray(value), dtype=torch.float32) for name, value in fitted.items()}
 
     def __call__(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, epistemic variance), each (n,); zeros before the first fit. The variance leaves out the noise

@@ -202,9 +202,9 @@ class Boshnas(Strategy):
             return
         inputs = self._inputs(context)
         if not self.surrogates:
-            s = self.settings
+            s, prior_columns = self.settings, self._prior_columns(context)
             self.surrogates = [self._surrogate_class(inputs.shape[1], seed=s.seed + 1000 * j, max_epochs=s.surrogate_epochs,
-                                                     prior_columns=self._prior_columns(context))
+                                                     prior_columns=prior_columns)
                                for j, _, _ in targets]
         for surrogate, (j, indices, scores) in zip(self.surrogates, targets, strict=True):
             surrogate.fit(inputs[indices], normalised_losses(scores))
