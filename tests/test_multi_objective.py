@@ -143,18 +143,19 @@ def test_boshnas_front_inputs_are_embedding_choices_and_log_costs_and_a_run_fitt
     from flexibert.search.boshnas.surrogate import Surrogate
     from flexibert.search.strategies import Boshnas, BoshnasSettings, SearchContext
     from flexibert.search.strategies.encoding import ChoiceEncoding
+    from flexibert.search.strategies.surrogate_inputs import SurrogateInputs
 
     library = Library.load(nasbench["library"])
     objectives = ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params"))
     context = SearchContext(library, {}, set(), objectives)
-    inputs = Boshnas(BoshnasSettings())._inputs(context)
+    inputs = SurrogateInputs.of(context).matrix
     one_hot = ChoiceEncoding.of(library, tied=False).one_hot()
     width = context.features.shape[1]
     assert np.array_equal(inputs[:, :width], context.features)
     assert np.array_equal(inputs[:, width : width + one_hot.shape[1]], one_hot)
     log_params = np.log(objectives.column(library, objectives.objectives[1]))
     assert np.allclose(inputs[:, -1], (log_params - log_params.mean()) / log_params.std(), atol=1e-5)
-    assert Boshnas(BoshnasSettings(choice_inputs=False))._inputs(context).shape[1] == width + 1  # --embedding_only
+    assert SurrogateInputs.of(context, choices=False).matrix.shape[1] == width + 1  # --embedding_only
     stale = Boshnas(BoshnasSettings())
     stale.surrogates = [Surrogate(width + 1)]  # fitted by a version whose front inputs had no choices
     with pytest.raises(RuntimeError, match=rf"fitted on {width + 1} inputs per model.*new --run_dir"):

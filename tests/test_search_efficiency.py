@@ -19,8 +19,9 @@ from flexibert.search import comparison
 from flexibert.search.benchmarks import benchmark_index, benchmark_score
 from flexibert.search.boshnas.surrogate import Surrogate
 from flexibert.search.journal import Journal
-from flexibert.search.strategies import Boshnas, BoshnasSettings, SearchContext
+from flexibert.search.strategies import SearchContext
 from flexibert.search.strategies.boshnas import normalised_losses
+from flexibert.search.strategies.surrogate_inputs import SurrogateInputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -96,7 +97,7 @@ def test_boshnas_learns_from_the_model_dicts_choices_and_ranks_unseen_models_bet
 
     library = Library.load(nasbench["library"])
     context = SearchContext(library, {}, set())
-    with_choices, embedding = (Boshnas(BoshnasSettings(choice_inputs=flag))._inputs(context) for flag in (True, False))
+    with_choices, embedding = (SurrogateInputs.of(context, choices=flag).matrix for flag in (True, False))
     encoding = ChoiceEncoding.of(library, tied=False)
     assert np.array_equal(embedding, context.features) and np.array_equal(with_choices[:, : embedding.shape[1]], embedding)
     one_hot = with_choices[:, embedding.shape[1]:]
@@ -119,11 +120,10 @@ def test_boshnas_learns_from_the_model_dicts_choices_and_ranks_unseen_models_bet
 def test_boshnas_linear_prior_sees_the_choices_and_ranks_unseen_models_from_five_scores(nasbench):
     library = Library.load(nasbench["library"])
     context = SearchContext(library, {}, set())
-    boshnas = Boshnas(BoshnasSettings())
-    inputs, columns = boshnas._inputs(context), boshnas._prior_columns(context)
+    inputs, columns = SurrogateInputs.of(context).matrix, SurrogateInputs.of(context).prior_columns
     assert columns == (context.features.shape[1], inputs.shape[1])  # the choices, not the embedding
-    assert Boshnas(BoshnasSettings(choice_inputs=False))._prior_columns(context) is None
-    assert Boshnas(BoshnasSettings(linear_prior=False))._prior_columns(context) is None
+    assert SurrogateInputs.of(context, choices=False).prior_columns is None  # --embedding_only
+    assert SurrogateInputs.of(context, prior=False).prior_columns is None  # --no_linear_prior
     scores = np.array([benchmark_index(nasbench["file"])[0][h]["glue"] for h in library.hashes])
     rho: dict[object, list[float]] = {None: [], columns: []}
     for seed in range(3):

@@ -1,8 +1,8 @@
 """BOSHNAS: a heteroscedastic surrogate, GOBI on its upper confidence bound, uncertainty and random sampling, patience.
 
 Each round the surrogate (flexibert/search/boshnas/) is refitted, warm-started, on the scores so far,
-its inputs a model's embedding beside its model dict's choices (one-hot; ``_library_inputs`` says why),
-its prior mean a Bayesian linear model on the choices (``_prior_columns``);
+its inputs a model's embedding beside its model dict's choices (one-hot; surrogate_inputs.py says why),
+its prior mean a Bayesian linear model on the choices;
 most rounds then optimise the acquisition with GOBI and snap the optimum to untried library models,
 some sample the most uncertain model or a random one. After ``patience`` optimisation rounds without
 progress the aleatoric term joins the bound, and after ``aleatoric_rounds`` more the search has
@@ -28,8 +28,8 @@ from flexibert.search.boshnas.surrogate import Surrogate
 from flexibert.search.layout import RunLayout
 from flexibert.search.pareto import as_minimisation, pareto_mask
 from flexibert.search.strategies.base import SearchContext, Strategy, random_available, stratified_available
-from flexibert.search.strategies.encoding import ChoiceEncoding
 from flexibert.search.strategies.front import cost_column, front_picks
+from flexibert.search.strategies.surrogate_inputs import SurrogateInputs
 from flexibert.utils.cli import from_flags, setting
 
 
@@ -83,7 +83,7 @@ class Boshnas(Strategy):
         self.settings, self.run = settings, run
         self._surrogate_class = Surrogate
         self.surrogates: list[Surrogate] = []  # one per objective that only training tells, in objective order
-        self._inputs_of: tuple | None = None  # (library, its models' inputs): they depend on nothing else
+        self._inputs_of: SurrogateInputs | None = None  # one library's: they depend on nothing else
         self.state = {"rounds_without_progress": 0, "last_best": None, "last_method": None, "fitted_on": 0,
                       "surrogate_round": None, "surrogate_objectives": [0], "last_front": None}
 
@@ -147,45 +147,18 @@ class Boshnas(Strategy):
         last, self.state["last_front"] = self.state["last_front"], front
         return last is not None and bool(set(front) - set(last))
 
+    def _surrogate_inputs(self, context: SearchContext) -> SurrogateInputs:
+        """The surrogates' inputs for this library, built once per library: a round asks for them several times, and
+        a large library's copy is large."""
+        if self._inputs_of is None or self._inputs_of.library is not context.library:
+            self._inputs_of = SurrogateInputs.of(context, self.settings.choice_inputs, self.settings.linear_prior)
+        if self.surrogates:
+            self._inputs_of.check_width(self.surrogates[0].input_dim)
+        return self._inputs_of
+
     def _inputs(self, context: SearchContext) -> np.ndarray:
-        """The inputs of every library model (see :meth:`_library_inputs`), built once per library: a round asks for
-        them several times, and a large library's copy is large."""
-        if self._inputs_of is None or self._inputs_of[0] is not context.library:
-            self._inputs_of = (context.library, self._library_inputs(context))
-        width = self._inputs_of[1].shape[1]
-        if self.surrogates and self.surrogates[0].input_dim != width:
-            raise RuntimeError(f"this run's surrogates were fitted on {self.surrogates[0].input_dim} inputs per model, and "
-                               f"BOSHNAS now gives {width}: the run was started by a FlexiBERT whose inputs differ (earlier "
-                               "front searches had no model-dict choices among them). Start the search in a new "
-                               "--run_dir, or resume it with the version that started it.")
-        return self._inputs_of[1]
-
-    def _library_inputs(self, context: SearchContext) -> np.ndarray:
-        """The surrogates' inputs (and GOBI's space): the embeddings, the model dicts' choices one-hot and, with several
-        objectives, the cheap ones (log, standardised).
-
-        The 16-d embedding places models by edit distance but blurs which choices they make, and a
-        score depends on the choices: with them as inputs the surrogate ranked unseen NAS-Bench-BERT
-        models with Spearman 0.86 after 20 scores, against 0.41 on the embedding alone. A model's size
-        says much about its score too (larger models tend to score higher); with the sizes known for
-        every model, the surrogates of a front search need not learn them from a few scores.
-        """
-        parts = [context.features]
-        if self.settings.choice_inputs:
-            parts.append(ChoiceEncoding.of(context.library, tied=False).one_hot())
-        cheap = [context.objectives.column(context.library, o) for o in context.objectives.objectives if o.cheap]
-        if context.objectives.multi and cheap:
-            logs = np.log(np.maximum(np.stack(cheap, axis=1), 1e-12))
-            parts.append(((logs - logs.mean(axis=0)) / np.maximum(logs.std(axis=0), 1e-12)).astype(np.float32))
-        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-
-    def _prior_columns(self, context: SearchContext) -> tuple[int, int] | None:
-        """The inputs the linear prior mean sees: all but the embedding (the choices, and a front search's cheap
-        objectives); none without the choices. The embedding's 16 dense columns would take the weights the
-        choices need (ranked with them, unseen models: Spearman 0.75 against 0.86 after 20 scores)."""
-        width = self._inputs(context).shape[1]
-        start = context.features.shape[1]
-        return (start, width) if self.settings.linear_prior and self.settings.choice_inputs and width > start else None
+        """Every library model's surrogate inputs (rows in library order), GOBI's space too."""
+        return self._surrogate_inputs(context).matrix
 
     @staticmethod
     def _targets(context: SearchContext) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -200,14 +173,14 @@ class Boshnas(Strategy):
         targets = self._targets(context)
         if not targets or len(targets[0][2]) == self.state["fitted_on"]:
             return
-        inputs = self._inputs(context)
+        inputs = self._surrogate_inputs(context)
         if not self.surrogates:
-            s, prior_columns = self.settings, self._prior_columns(context)
-            self.surrogates = [self._surrogate_class(inputs.shape[1], seed=s.seed + 1000 * j, max_epochs=s.surrogate_epochs,
-                                                     prior_columns=prior_columns)
+            s = self.settings
+            self.surrogates = [self._surrogate_class(inputs.matrix.shape[1], seed=s.seed + 1000 * j, max_epochs=s.surrogate_epochs,
+                                                     prior_columns=inputs.prior_columns)
                                for j, _, _ in targets]
         for surrogate, (j, indices, scores) in zip(self.surrogates, targets, strict=True):
-            surrogate.fit(inputs[indices], normalised_losses(scores))
+            surrogate.fit(inputs.matrix[indices], normalised_losses(scores))
             if (path := self._checkpoint(round_index, j)) is not None:
                 surrogate.save(path)
         self.state.update(fitted_on=len(targets[0][2]), surrogate_objectives=[j for j, _, _ in targets],
