@@ -211,3 +211,19 @@ def test_the_transfer_benchmark_says_how_well_the_closeness_ranks_what_a_warm_st
     text = transfer.ranking_line(args, rows, noise=0.05)
     assert "closeness: 1.00 and 1.00; scalar fraction: -0.50 and -0.50" in text, text
     assert transfer.ranking_line(args, rows[:2], noise=0.05) == ""  # two targets rank nothing
+
+
+def test_the_front_reference_with_benchmark_predictions_beats_random_picks(nasbench):
+    from flexibert.search.comparison import hypervolume_fraction_curve, known_values
+    from flexibert.search.objectives import ObjectiveSet, ParameterCount, Score
+
+    objective = load_benchmark_script("multi_objective")
+    library = Library.load(nasbench["library"])
+    every = known_values(ObjectiveSet([Score("glue", True), ParameterCount("params", False, "total")]), library,
+                         str(nasbench["file"]), "glue")
+    curves = objective.informed_reference(library, every, [1, 2, 3], num_init=5, budget=30)
+    assert curves.shape == (3, 30) and np.all(np.diff(curves, axis=1) >= -1e-12)  # a share never falls
+    rng = np.random.default_rng(0)
+    random = [hypervolume_fraction_curve(every[rng.choice(len(every), 30, replace=False)], every, [True, False], 30)[-1]
+              for _ in range(50)]
+    assert curves[:, -1].mean() > np.mean(random) + 0.05, (curves[:, -1], np.mean(random))
