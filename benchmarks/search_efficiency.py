@@ -53,6 +53,7 @@ from flexibert.search.report import count_axis  # noqa: E402
 from flexibert.search.settings import parse_args as search_args  # noqa: E402
 from flexibert.search.strategies import STRATEGIES, Boshnas, BoshnasSettings, SearchContext  # noqa: E402
 from flexibert.search.strategies.encoding import ChoiceEncoding  # noqa: E402
+from flexibert.utils.files import write_json_atomic  # noqa: E402
 
 NASBENCH = REPO.parent / "shared" / "data" / "nasbench_bert" / "nasbench_bert_glue.json"
 BUDGETS = (10, 20, 30, 50)
@@ -68,6 +69,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_init", type=int, default=5)
     parser.add_argument("--output_dir", type=Path, default=REPO / "runs" / "search_efficiency")
     parser.add_argument("--skip_timing", action="store_true", help="do not time BOSHNAS's proposal round")
+    parser.add_argument("--score_noise", type=float, default=0.0,
+                        help="std of Gaussian noise added to each NAS-Bench-BERT entry's score: a noisier GLUE-like score (as "
+                             "one small task's), to see that a setting does not rest on this file's noise level")
+    parser.add_argument("--noise_seed", type=int, default=0, help="seed of the --score_noise draws")
     parser.add_argument("--search_flags", default="", help="more run_boshnas.py flags for every search, in one string "
                         "(e.g. --search_flags='--prob_random 0'), to measure a setting against the defaults")
     return parser.parse_args(argv)
@@ -85,6 +90,24 @@ def nasbench_files(args: argparse.Namespace) -> tuple[Path, Path]:
             library.build_embeddings(num_neighbors=30, seed=0)
         library.save(library_path)
     return library_path, args.nasbench_file
+
+
+def noisy_nasbench_files(args: argparse.Namespace) -> tuple[Path, Path]:
+    """NAS-Bench-BERT's library and, with ``--score_noise``, a copy of its file with seeded Gaussian noise added to
+    each entry's scores (repeated architectures get independent draws, so they stay repeated measurements)."""
+    library_path, bench = nasbench_files(args)
+    if not args.score_noise:
+        return library_path, bench
+    data = json.loads(bench.read_text())
+    draws = np.random.default_rng(args.noise_seed).normal(0.0, args.score_noise, len(data["entries"]))
+    for entry, draw in zip(data["entries"], draws, strict=True):
+        entry["scores"] = {name: value + float(draw) for name, value in entry["scores"].items()}
+    return library_path, write_json_atomic(args.output_dir / f"{runs_folder(args, 'nasbench')}.json", data)
+
+
+def runs_folder(args: argparse.Namespace, key: str) -> str:
+    """Where a benchmark's runs are kept: apart for every noise level, so that a resumed benchmark never mixes them."""
+    return f"{key}_noise{args.score_noise:g}_seed{args.noise_seed}" if key == "nasbench" and args.score_noise else key
 
 
 def test_library(args: argparse.Namespace) -> Library:
@@ -203,7 +226,9 @@ def _measurements(bench: Path) -> dict[str, list[dict]]:
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    sources = {"nasbench": ("NAS-Bench-BERT (GLUE)", nasbench_files), "synthetic": ("synthetic benchmark, test library", synthetic_files)}
+    noise = f", + N(0, {args.score_noise:g}²) noise" if args.score_noise else ""
+    sources = {"nasbench": (f"NAS-Bench-BERT (GLUE{noise})", noisy_nasbench_files),
+               "synthetic": ("synthetic benchmark, test library", synthetic_files)}
     report, panels = [], []
     for key in args.benchmarks:
         name, files = sources[key]
@@ -214,7 +239,8 @@ def main(argv: list[str] | None = None) -> str:
             runs[strategy] = []
             for seed in args.seeds:
                 started = time.perf_counter()
-                runs[strategy].append(run_one(library, bench, strategy, seed, args, args.output_dir / key / f"{strategy}_seed{seed}"))
+                run_dir = args.output_dir / runs_folder(args, key) / f"{strategy}_seed{seed}"
+                runs[strategy].append(run_one(library, bench, strategy, seed, args, run_dir))
                 print(f"{key} {strategy} seed {seed}: best {max(runs[strategy][-1]):.2f} ({time.perf_counter() - started:.0f}s)",
                       file=sys.stderr, flush=True)
         report.append(table(name, runs, scores, args) + "\n" + what_the_data_allows(library, bench))

@@ -227,3 +227,20 @@ def test_the_front_reference_with_benchmark_predictions_beats_random_picks(nasbe
     random = [hypervolume_fraction_curve(every[rng.choice(len(every), 30, replace=False)], every, [True, False], 30)[-1]
               for _ in range(50)]
     assert curves[:, -1].mean() > np.mean(random) + 0.05, (curves[:, -1], np.mean(random))
+
+
+def test_the_search_benchmark_can_add_seeded_noise_to_a_copy_of_nasbench(nasbench, tmp_path):
+    import shutil
+
+    efficiency = load_benchmark_script("search_efficiency")
+    shutil.copy(nasbench["library"], tmp_path / "nasbench_library.json")  # the library the benchmark would build
+    argv = ["--nasbench_file", str(nasbench["file"]), "--output_dir", str(tmp_path), "--score_noise", "1"]
+    args = efficiency.parse_args(argv)
+    _, noisy = efficiency.noisy_nasbench_files(args)
+    read = [[e["scores"]["glue"] for e in json.loads(Path(f).read_text())["entries"]] for f in (nasbench["file"], noisy)]
+    drawn = np.array(read[1]) - np.array(read[0])
+    assert noisy.parent == tmp_path and 0.9 < drawn.std() < 1.1  # the shared file itself is left as it was
+    again = efficiency.noisy_nasbench_files(efficiency.parse_args(argv))[1]
+    assert [e["scores"] for e in json.loads(again.read_text())["entries"]][0]["glue"] == read[1][0]  # seeded
+    assert efficiency.runs_folder(args, "nasbench") == "nasbench_noise1_seed0"  # never mixed with the plain runs
+    assert efficiency.runs_folder(efficiency.parse_args([]), "nasbench") == "nasbench"
