@@ -65,6 +65,7 @@ _MIN_POINTS_FOR_VALIDATION = 5
 _STUDENT_EXTRA_POINTS = 128
 _PREDICT_CHUNK = 1 << 16
 _NETS = ("teacher", "student", "npn")
+_RESIDUAL_CENTRE = 0.5  # with a prior, the teacher learns target - prior around this: the middle of its sigmoid
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -258,7 +259,7 @@ class Surrogate:
         teacher_target = target
         if self.prior is not None:
             self.prior.fit(x, target)
-            teacher_target = (0.5 + target - self.prior(x)[0]).clamp(0.01, 0.99)
+            teacher_target = (_RESIDUAL_CENTRE + target - self.prior(x)[0]).clamp(0.01, 0.99)
 
         def train(name: str, loss_fn: LossFn, inputs, targets, train_rows, val_rows, fresh_targets=None) -> None:
             losses = _train_net(self.nets[name], self.optimizers[name], loss_fn, inputs, targets, train_rows, val_rows,
@@ -287,7 +288,7 @@ class Surrogate:
         if self.prior is None:
             return teacher, student, aleatoric_var.sqrt()
         prior_mean, prior_variance = self.prior(X)
-        return teacher - 0.5 + prior_mean, (student**2 + prior_variance).sqrt(), aleatoric_var.sqrt()
+        return teacher - _RESIDUAL_CENTRE + prior_mean, (student**2 + prior_variance).sqrt(), aleatoric_var.sqrt()
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean, epistemic std, aleatoric std) as float64 arrays of shape (n,), in chunks of 65,536 rows."""
