@@ -3,7 +3,7 @@
 Each round the surrogate (flexibert/search/boshnas/) is refitted, warm-started, on the scores so far,
 its inputs a model's embedding beside its model dict's choices (one-hot; surrogate_inputs.py says why),
 its prior mean a Bayesian linear model on the choices;
-most rounds then optimise the acquisition with GOBI and snap the optimum to untried library models,
+most rounds then optimise the acquisition with GOBI and snap the optimum to untried library models (gobi_picks.py),
 some sample the most uncertain model or a random one. After ``patience`` optimisation rounds without
 progress the aleatoric term joins the bound, and after ``aleatoric_rounds`` more the search has
 converged.
@@ -17,49 +17,20 @@ initial models of a score-against-cost search are drawn one per cost stratum (``
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from flexibert.search.boshnas.gobi import acquisition, gobi, snap_to_library
 from flexibert.search.boshnas.surrogate import Surrogate
 from flexibert.search.layout import RunLayout
 from flexibert.search.pareto import as_minimisation, pareto_mask
 from flexibert.search.strategies.base import SearchContext, Strategy, random_available, stratified_available
+from flexibert.search.strategies.boshnas_settings import BoshnasSettings
 from flexibert.search.strategies.front import cost_column, front_picks
+from flexibert.search.strategies.gobi_picks import gobi_picks
 from flexibert.search.strategies.surrogate_inputs import SurrogateInputs
-from flexibert.utils.cli import from_flags, setting
-
-
-@dataclass
-class BoshnasSettings:
-    """BOSHNAS's constants; the journal records them all, so a resume with other values is refused."""
-
-    k1: float = setting(0.5, "UCB weight of the epistemic standard deviation")
-    k2: float = setting(0.5, "UCB weight of the aleatoric standard deviation (patience phase)")
-    restarts: int = setting(10, "GOBI start points per optimisation round", flag="gobi_restarts")
-    second_order: bool = setting(True, "GOBI with SGD instead of AdaHessian", flag="first_order")
-    prob_uncertainty: float = setting(0.1, "chance a round samples the most uncertain model")
-    prob_random: float = setting(0.1, "chance a round samples a random model")
-    patience: int = setting(5, "optimisation rounds without progress before adding aleatoric uncertainty")
-    aleatoric_rounds: int = setting(5, "more such rounds before the search stops (converged)")
-    tolerance: float = setting(0.0, "score gain that counts as progress", flag="convergence_tol")
-    surrogate_epochs: int = setting(200, "maximum epochs per surrogate fit")
-    choice_inputs: bool = setting(True, "surrogate inputs: the graph embedding alone (and the cheap objectives of a front "
-                                        "search), without the model dicts' choices", flag="embedding_only")
-    linear_prior: bool = setting(True, "the surrogate without its prior mean, a Bayesian linear model on the model dicts' "
-                                       "choices (as runs started before it existed)", flag="no_linear_prior")
-    snap_metric: str = setting("l1", "distance that snaps GOBI's optimum to library models", flag=None)
-    seed: int = setting(0, "seed of the surrogate and of GOBI's probes (the search's --seed)", flag=None)
-
-    def __post_init__(self) -> None:
-        for flag, value in (("gobi_restarts", self.restarts), ("surrogate_epochs", self.surrogate_epochs)):
-            if value < 1:
-                raise ValueError(f"--{flag} must be at least 1")
-        if not 0 <= self.prob_uncertainty + self.prob_random <= 1 or min(self.prob_uncertainty, self.prob_random) < 0:
-            raise ValueError("--prob_uncertainty and --prob_random must be probabilities that sum to at most 1")
+from flexibert.utils.cli import from_flags
 
 
 def normalised_losses(scores: np.ndarray) -> np.ndarray:
@@ -186,28 +157,10 @@ class Boshnas(Strategy):
         self.state.update(fitted_on=len(targets[0][2]), surrogate_objectives=[j for j, _, _ in targets],
                           surrogate_round=round_index if self.run is not None else None)
 
-    def _acquisition(self, x: np.ndarray, use_aleatoric: bool, surrogate: Surrogate | None = None) -> np.ndarray:
-        mean, epistemic, aleatoric = (surrogate or self.surrogate).predict(x)
-        return acquisition(mean, epistemic, aleatoric, self.settings.k1, self.settings.k2, use_aleatoric)
-
     def _optimize(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[int]:
-        s, features = self.settings, self._inputs(context)
-        use_aleatoric = self.state["rounds_without_progress"] >= s.patience
-        indices, scores = context.scored()
-        top = indices[np.argsort(-scores, kind="stable")][: s.restarts // 2]
-        allowed = np.flatnonzero(context.allowed)  # under a cap, a start among models it forbids leads GOBI astray
-        random_starts = allowed[rng.integers(0, len(allowed), size=s.restarts - len(top))]
-        starts = features[np.concatenate([top, random_starts])]
-        points = gobi(self.surrogate, starts, features.min(axis=0), features.max(axis=0), k1=s.k1, k2=s.k2,
-                      use_aleatoric=use_aleatoric, second_order=s.second_order, seed=s.seed * 100_003 + round_index)
-        available = context.available
-        found = list(dict.fromkeys(int(i) for i in snap_to_library(points, features, available, metric=s.snap_metric)))
-        found.sort(key=dict(zip(found, self._acquisition(features[found], use_aleatoric), strict=True)).__getitem__)
-        if len(found) < count:  # GOBI's restarts collapsed onto few models: fill with the best acquisition values
-            rest = np.flatnonzero(available & ~np.isin(np.arange(len(available)), found))
-            values = self._acquisition(features[rest], use_aleatoric)
-            found += [int(i) for i in rest[np.argsort(values, kind="stable")][: count - len(found)]]
-        return found[:count]
+        """The untried models GOBI finds on the surrogate's bound (see gobi_picks.py)."""
+        use_aleatoric = self.state["rounds_without_progress"] >= self.settings.patience
+        return gobi_picks(context, self.surrogate, self._inputs(context), count, rng, self.settings, round_index, use_aleatoric)
 
     def _optimize_front(self, context: SearchContext, count: int, rng: np.random.Generator) -> list[int]:
         """The untried models expected to add the most hypervolume to the front so far (see front.py)."""
