@@ -2,6 +2,8 @@
 
     python benchmarks/transfer_benefit.py                      # CPU-sized: S = 200 steps, 2 seeds, ~40 min on 2 cores
     python benchmarks/transfer_benefit.py --steps 100 --seeds 0 --targets near far   # a quick look
+    python benchmarks/transfer_benefit.py --steps 1000 --warm_seeds 1 --fractions 0.1 0.25 0.5 0.75 \
+        --targets same near far deeper shallower middle narrower   # past the early plateau: ~75 min on 2 cores
 
 A parent with BERT-Tiny's dimensions is pretrained from scratch for S steps. Each target architecture
 (near, middle, far, deeper, shallower, wider, narrower, and the parent itself as a control) is then
