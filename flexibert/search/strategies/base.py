@@ -60,6 +60,10 @@ class SearchContext:
         if self.values is None:
             self.values = {h: [score] for h, score in self.scores.items()}
 
+    def available_besides(self, chosen: list[int]) -> np.ndarray:
+        """Library indices (ascending) that may still be proposed, other than ``chosen``: a round's picks so far."""
+        return np.flatnonzero(self.available & ~np.isin(np.arange(len(self.available)), chosen))
+
     def scored(self) -> tuple[np.ndarray, np.ndarray]:
         """Library indices and scores of the finished models."""
         indices = np.array([self.library.index(h) for h in self.scores], dtype=int)
@@ -96,7 +100,7 @@ def stratified_available(context: SearchContext, values: np.ndarray, count: int,
         if len(chosen) < count and len(free):
             chosen.append(int(free[rng.integers(len(free))]))
     if len(chosen) < count:  # more picks than strata: the rest uniformly
-        rest = np.flatnonzero(context.available & ~np.isin(np.arange(len(context.available)), chosen))
+        rest = context.available_besides(chosen)
         chosen += [int(i) for i in rng.choice(rest, size=min(count - len(chosen), len(rest)), replace=False)]
     return chosen
 

@@ -32,7 +32,7 @@ def gobi_picks(context: SearchContext, surrogate: Surrogate, inputs: np.ndarray,
     found = list(dict.fromkeys(int(i) for i in snap_to_library(points, inputs, context.available, metric=s.snap_metric)))
     found.sort(key=dict(zip(found, _bound(surrogate, inputs[found], s, use_aleatoric), strict=True)).__getitem__)
     if len(found) < count:
-        rest = np.flatnonzero(context.available & ~np.isin(np.arange(len(context.available)), found))
+        rest = context.available_besides(found)
         values = _bound(surrogate, inputs[rest], s, use_aleatoric)
         found += [int(i) for i in rest[np.argsort(values, kind="stable")][: count - len(found)]]
     return found[:count]
