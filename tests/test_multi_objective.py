@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import json
 
 import numpy as np
@@ -20,7 +21,12 @@ from flexibert.models.configuration_flexibert import FlexiBERTConfig
 from flexibert.models.costs import parameter_count
 from flexibert.models.modeling_flexibert import FlexiBERTModel
 from flexibert.search.benchmarks import benchmark_index
-from flexibert.search.comparison import hypervolume_fraction_curve, hypervolume_reference, known_values
+from flexibert.search.comparison import (
+    hypervolume_fraction_curve,
+    hypervolume_reference,
+    known_values,
+    random_expected_hypervolume_share,
+)
 from flexibert.search.export import ExportError, chosen_models
 from flexibert.search.hierarchy import next_level_library
 from flexibert.search.hierarchy import parse_args as hierarchy_args
@@ -101,16 +107,30 @@ def test_a_resumed_front_search_proposes_what_an_uninterrupted_one_would(nasbenc
     assert values_of(resumed, ["glue", "params"]).tolist() == values_of(straight, ["glue", "params"]).tolist()
 
 
-def test_boshnas_on_the_front_beats_random_search(nasbench, nasbench_search, tmp_path):
+def test_boshnas_on_the_front_beats_random_searchs_exact_expectation(nasbench, nasbench_search, tmp_path):
     every = known_values(ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params")),
                          Library.load(nasbench["library"]), str(nasbench["file"]), "glue")
-    shares = {}
-    for strategy in ("boshnas", "random"):
-        shares[strategy] = np.mean([hypervolume_fraction_curve(values_of(nasbench_search(
-            tmp_path / f"{strategy}{seed}", "--strategy", strategy, "--seed", str(seed), "--budget", "20",
-            "--objectives", "glue", "params", "--surrogate_epochs", "60"), ["glue", "params"]), every, [True, False], 20)[-1]
-            for seed in (1, 2, 3)])
-    assert shares["boshnas"] > shares["random"], shares
+    share = np.mean([hypervolume_fraction_curve(values_of(nasbench_search(
+        tmp_path / f"boshnas{seed}", "--strategy", "boshnas", "--seed", str(seed), "--budget", "20",
+        "--objectives", "glue", "params", "--surrogate_epochs", "60"), ["glue", "params"]), every, [True, False], 20)[-1]
+        for seed in (1, 2, 3)])
+    assert share > random_expected_hypervolume_share(every, [True, False], 20), share
+
+
+def test_random_searchs_exact_expected_hypervolume_matches_enumeration_and_the_random_strategy(nasbench, nasbench_search,
+                                                                                                tmp_path):
+    rng = np.random.default_rng(0)
+    small = np.stack([rng.normal(70, 3, 9), rng.uniform(1e6, 1e7, 9)], axis=1)  # (GLUE, parameters) of 9 models
+    for k in (1, 2, 4, 8, 9):
+        draws = [hypervolume_fraction_curve(small[list(d)], small, [True, False], k)[-1] for d in itertools.combinations(range(9), k)]
+        assert random_expected_hypervolume_share(small, [True, False], k) == pytest.approx(np.mean(draws))
+    every = known_values(ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params")),
+                         Library.load(nasbench["library"]), str(nasbench["file"]), "glue")
+    shares = [hypervolume_fraction_curve(values_of(nasbench_search(
+        tmp_path / f"random{seed}", "--strategy", "random", "--seed", str(seed), "--budget", "10", "--objectives", "glue",
+        "params"), ["glue", "params"]), every, [True, False], 10)[-1] for seed in range(12)]
+    # Twelve runs of the random strategy: their mean is within three standard errors of the exact expectation.
+    assert abs(np.mean(shares) - random_expected_hypervolume_share(every, [True, False], 10)) < 3 * np.std(shares) / np.sqrt(12)
 
 
 def test_a_boshnas_front_search_draws_one_initial_model_per_cost_stratum(nasbench, nasbench_search, tmp_path):

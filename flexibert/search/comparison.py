@@ -8,6 +8,8 @@ order statistics of drawing without replacement.
 
 With several objectives a run is measured by the hypervolume its evaluated models dominate, as a
 share of what the benchmark's true front dominates (every model's values are known on a benchmark).
+For two objectives random search's expected share is exact too: a point of the box is dominated by a
+random draw unless the draw misses every model that dominates it.
 """
 
 from __future__ import annotations
@@ -106,3 +108,30 @@ def hypervolume_fraction_curve(found: np.ndarray, every: np.ndarray, maximize: l
     if len(found):
         curve[: min(len(found), budget)] = hypervolume_curve(as_minimisation(found[:budget], maximize), reference) / total
     return curve
+
+
+def random_expected_hypervolume_share(every: np.ndarray, maximize: list[bool], evaluations: int) -> float:
+    """Expected hypervolume share (as ``hypervolume_fraction_curve`` measures it) of ``evaluations`` models drawn
+    uniformly without replacement from a benchmark of two objectives whose every value is known.
+
+    The models' coordinates cut the reference box into cells; every point of a cell is dominated by
+    the same m models (those at or below its lower corner), so the draw misses all of them with
+    chance C(N - m, k) / C(N, k), and the expected dominated area is the sum over cells of area x
+    (1 - that chance). Exact, no sampling: a benchmark of 500 models has 250,000 cells.
+    """
+    if every.shape[1] != 2:
+        raise ValueError("random search's exact expected hypervolume is computed for two objectives")
+    reference = hypervolume_reference(every, maximize)
+    points = as_minimisation(every, maximize)
+    points = points[(points < reference).all(axis=1)]
+    total, k = len(every), evaluations
+    xs, ys = (np.append(np.unique(points[:, j]), reference[j]) for j in (0, 1))
+    # dominating[i, j]: models with x <= xs[i] and y <= ys[j] (a 2-d cumulative count over the grid of corners)
+    counts = np.zeros((len(xs), len(ys)))
+    np.add.at(counts, (np.searchsorted(xs, points[:, 0]), np.searchsorted(ys, points[:, 1])), 1)
+    dominating = counts.cumsum(axis=0).cumsum(axis=1)[:-1, :-1]
+    area = np.outer(np.diff(xs), np.diff(ys))
+    covered = np.ones_like(area)  # a draw of k cannot miss more than N - k models
+    missable = total - dominating >= k
+    covered[missable] = 1.0 - np.exp(_log_choose(total - dominating[missable], k) - _log_choose(total, k))
+    return float((area * covered).sum() / hypervolume(points, reference))
