@@ -85,6 +85,18 @@ def test_count_axes_have_only_whole_number_ticks(searched):
     plt.close(fig)
 
 
+def test_parameter_axes_write_each_tick_in_full_without_a_separate_exponent(searched):
+    state, library = searched
+    for name in ("score_vs_parameters", "pareto"):
+        fig = figures(state, library)[name]
+        ax = fig.axes[0]
+        ax.figure.canvas.draw()
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert ax.xaxis.get_offset_text().get_text() == "", (name, ax.xaxis.get_offset_text().get_text())
+        assert labels and all(label[-1] in "kMG" or label == "0" for label in labels), (name, labels)  # 250k, 1.5M
+        plt.close("all")
+
+
 def test_library_map_legend_sits_outside_the_axes(searched):
     state, library = searched
     fig = report.library_map_figure(state, library)

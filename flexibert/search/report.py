@@ -19,7 +19,7 @@ import matplotlib.axis  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 
 from embeddings.library import Library  # noqa: E402
@@ -159,9 +159,16 @@ def write_tables(run: RunLayout, state: SearchState, library: Library) -> None:
 def count_axis(axis: matplotlib.axis.Axis) -> None:
     """Ticks at whole numbers only, for an axis that counts things (evaluations, models, parameters): never 1.5 models.
 
-    Otherwise as matplotlib's default locator (as many ticks as fit, at 1/2/2.5/5 steps), so that large counts stay legible.
+    Otherwise as matplotlib's default locator (as many ticks as fit, at 1/2/2.5/5 steps), and written
+    as :func:`quantity_axis` writes them, so that large counts stay legible.
     """
     axis.set_major_locator(MaxNLocator(nbins="auto", steps=[1, 2, 2.5, 5, 10], integer=True))
+    quantity_axis(axis)
+
+
+def quantity_axis(axis: matplotlib.axis.Axis) -> None:
+    """Large quantities (parameters, FLOPs) as 12.5M or 1.2G at each tick, not as 1.25 under a separate "1e7"."""
+    axis.set_major_formatter(EngFormatter(sep=""))
 
 
 def _last_flag(argv: list[str], flag: str) -> str | None:
@@ -319,6 +326,8 @@ def front_figure(state: SearchState, library: Library) -> Figure:
     for objective, axis in ((x_objective, ax.xaxis), (y_objective, ax.yaxis)):
         if isinstance(objective, ParameterCount):
             count_axis(axis)
+        elif objective.cheap:  # FLOPs
+            quantity_axis(axis)
     _titled(ax, f"{state.config.get('strategy', '')} search: {len(state.finished)} evaluated"
                 + (f" (plot: first 2 of {len(names)} objectives)" if len(names) > 2 else ""), state)
     ax.legend(loc="best", fontsize=8)
