@@ -372,10 +372,11 @@ def test_a_warm_start_stopped_by_sigterm_resumes_to_the_steps_the_closeness_rule
 
     source, _, _ = pretrained
     Library.from_model_dicts([NEIGHBOUR, TINY]).save(tmp_path / "library.json")
-    config = {"library": str(tmp_path / "library.json"), "pretrain_steps": STEPS, "transfer_pretrain_steps": None}
+    budget = 80  # the search's --pretrain_steps: any budget shows the rule, and a small one keeps the test short
+    config = {"library": str(tmp_path / "library.json"), "pretrain_steps": budget, "transfer_pretrain_steps": None}
     target, parent = model_hash(NEIGHBOUR), model_hash(TINY)
     steps = pretrain_steps(config, target, parent)
-    assert 0 < steps < STEPS  # a warm start trains less than the full budget
+    assert 0 < steps < budget  # a warm start trains less than the full budget
     output = tmp_path / "warm"
     argv = ["--model_hash", target, "--dataset_file", config["library"], "--tokenizer", str(tokenizer_dir), "--dataset_dir",
             str(dataset_dir), "--max_seq_length", str(SEQ), "--init_from", str(source), "--max_steps", str(steps),
