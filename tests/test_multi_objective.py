@@ -124,6 +124,9 @@ def test_random_searchs_exact_expected_hypervolume_matches_enumeration_and_the_r
     for k in (1, 2, 4, 8, 9):
         draws = [hypervolume_fraction_curve(small[list(d)], small, [True, False], k)[-1] for d in itertools.combinations(range(9), k)]
         assert random_expected_hypervolume_share(small, [True, False], k) == pytest.approx(np.mean(draws))
+    small[3, 0] = np.nan  # a model the benchmark lacks: random search could draw it, so there is no expectation
+    with pytest.raises(ValueError, match="needs every model's values"):
+        random_expected_hypervolume_share(small, [True, False], 4)
     every = known_values(ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params")),
                          Library.load(nasbench["library"]), str(nasbench["file"]), "glue")
     shares = [hypervolume_fraction_curve(values_of(nasbench_search(

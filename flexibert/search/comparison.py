@@ -121,6 +121,9 @@ def random_expected_hypervolume_share(every: np.ndarray, maximize: list[bool], e
     """
     if every.shape[1] != 2:
         raise ValueError("random search's exact expected hypervolume is computed for two objectives")
+    if np.isnan(every).any():
+        raise ValueError("random search's expected hypervolume needs every model's values: a random draw may take any "
+                         "model, and the benchmark lacks some (NaN)")
     reference = hypervolume_reference(every, maximize)
     points = as_minimisation(every, maximize)
     points = points[(points < reference).all(axis=1)]
