@@ -9,6 +9,7 @@ import copy
 import importlib.util
 import io
 import json
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -226,6 +227,16 @@ def test_the_transfer_benchmark_says_how_well_the_closeness_ranks_what_a_warm_st
     text = transfer.ranking_line(args, rows, noise=0.05)
     assert "closeness: 1.00 and 1.00; scalar fraction: -0.50 and -0.50" in text, text
     assert transfer.ranking_line(args, rows[:2], noise=0.05) == ""  # two targets rank nothing
+
+
+def test_the_search_benchmark_says_how_soon_a_ranking_from_90_percent_of_the_benchmark_gets_to_the_top(nasbench):
+    efficiency = load_benchmark_script("search_efficiency")
+    scores = np.arange(200.0)  # the top 1% is the best two
+    assert efficiency.greedy_by_prediction(scores, scores) == (1, 199.0)  # a perfect ranking: the best first
+    assert efficiency.greedy_by_prediction(-scores, scores) == (199, 29.0)  # the worst first
+    line = efficiency.what_the_data_allows(nasbench["library"], nasbench["file"], shuffles=3)
+    first, low, high = (int(n) for n in re.search(r"number (\d+) \((\d+)-(\d+) over 3 shuffles", line).groups())
+    assert 1 <= low <= first <= high <= 491 and "the benchmark's best, 75.13" in line, line
 
 
 def test_the_front_reference_with_benchmark_predictions_beats_random_picks(nasbench):
