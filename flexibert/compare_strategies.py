@@ -14,6 +14,10 @@ evaluation, and the table says how many runs reached each budget.
 With several objectives (``--objectives glue params`` passed on to the runs), each run is measured by
 the hypervolume of its evaluated models as a share of the benchmark's true front's (reference point:
 each maximised objective's median and 1.05 x each minimised objective's largest value).
+
+Where the benchmark scores every library model and no cap is set, the table and plot add random
+search's exact expectation (of the best score, or for two objectives of the hypervolume share):
+the line a strategy must clear, without the noise of a few sampled random runs.
 """
 
 from __future__ import annotations
@@ -33,11 +37,18 @@ from matplotlib.figure import Figure  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from flexibert.cluster.base import ExecutorError  # noqa: E402
-from flexibert.search.comparison import best_curve, hypervolume_fraction_curve, known_values, mean_and_spread  # noqa: E402
+from flexibert.search.comparison import (  # noqa: E402
+    best_curve,
+    hypervolume_fraction_curve,
+    known_values,
+    mean_and_spread,
+    random_expected_best,
+    random_expected_hypervolume_share,
+)
 from flexibert.search.controller import open_library, run_search  # noqa: E402
 from flexibert.search.journal import RunDirError, SearchState  # noqa: E402
 from flexibert.search.layout import RunLayout  # noqa: E402
-from flexibert.search.objectives import ObjectiveSet, value_matrix  # noqa: E402
+from flexibert.search.objectives import ObjectiveSet, Score, value_matrix  # noqa: E402
 from flexibert.search.report import count_axis, measured, save_figure  # noqa: E402
 from flexibert.search.settings import SearchError  # noqa: E402
 from flexibert.search.settings import parse_args as search_args  # noqa: E402
@@ -67,12 +78,26 @@ class Measure:
     """What a run's curve shows: its best score so far, or with several --objectives its hypervolume share of the true front."""
 
     def __init__(self, args: argparse.Namespace, passed_on: list[str]):
-        self.objectives = ObjectiveSet.from_args(search_args(["--dataset_file", args.dataset_file, *passed_on]))
-        self.budget, self.every = args.budget, None
-        if self.objectives.multi:
-            self.every = known_values(self.objectives, open_library(args.dataset_file), args.benchmark_file, args.benchmark_metric)
+        search = search_args(["--dataset_file", args.dataset_file, *passed_on])
+        self.objectives = ObjectiveSet.from_args(search)
+        self.budget = args.budget
+        # (models, objectives) of every library model, NaN where the benchmark has no value
+        self.every = known_values(self.objectives, open_library(args.dataset_file), args.benchmark_file, args.benchmark_metric)
+        self.capped = any(getattr(search, cap) is not None for cap in ("max_params", "max_encoder_params", "max_flops", "max_latency_ms"))
         self.label = "hypervolume / true front's" if self.objectives.multi else f"best {args.benchmark_metric} score so far"
         self.column, self.digits = ("hv", 3) if self.objectives.multi else ("best", 2)
+
+    def random_expectation(self, evaluations: int) -> float | None:
+        """Random search's exact expected value of the measure after ``evaluations`` models; None where it is not
+        defined here: a cap (random draws only from the models under it), a model without a value, three objectives."""
+        if self.capped or np.isnan(self.every).any() or self.every.shape[1] > 2:
+            return None
+        evaluations = min(evaluations, len(self.every))  # a run ends when the library does
+        if self.objectives.multi:
+            return random_expected_hypervolume_share(self.every, self.objectives.maximize, evaluations)
+        if not isinstance(self.objectives.objectives[0], Score):  # a single objective other than the run's score
+            return None
+        return random_expected_best(self.every[:, 0], evaluations)
 
     def curve(self, state: SearchState) -> np.ndarray:
         if not self.objectives.multi:
@@ -107,12 +132,18 @@ def run_all(args: argparse.Namespace, passed_on: list[str], measure: Measure) ->
     return {strategy: np.stack(found) for strategy, found in curves.items()}
 
 
-def table_rows(curves: dict[str, np.ndarray], budgets: list[int], column: str = "best", digits: int = 2) -> list[dict]:
-    """One row per strategy: mean ± sample std of the curves at each budget, over the runs that got there."""
+def table_rows(curves: dict[str, np.ndarray], budgets: list[int], column: str = "best", digits: int = 2,
+               measure: Measure | None = None) -> list[dict]:
+    """One row per strategy: mean ± sample std of the curves at each budget, over the runs that got there; then random
+    search's exact expectation where ``measure`` can give it."""
     rows = []
     for strategy, runs in curves.items():
         row = {"strategy": strategy, "runs": len(runs)}
         row.update({f"{column}@{budget}": mean_and_spread(runs[:, budget - 1], digits) for budget in budgets})
+        rows.append(row)
+    if measure is not None and measure.random_expectation(1) is not None:
+        row = {"strategy": "random search, exact expectation", "runs": "-"}
+        row.update({f"{column}@{budget}": f"{measure.random_expectation(budget):.{digits}f}" for budget in budgets})
         rows.append(row)
     return rows
 
@@ -125,6 +156,8 @@ def comparison_figure(curves: dict[str, np.ndarray], args: argparse.Namespace, m
     for strategy, runs in curves.items():
         ax.plot(steps, np.nanmean(runs, axis=0), label=f"{strategy} (mean of {len(runs)})")
         ax.fill_between(steps, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0), alpha=0.2)
+    if measure.random_expectation(1) is not None:
+        ax.plot(steps, [measure.random_expectation(k) for k in steps], "k--", label="random search, exact expectation")
     ax.set(xlabel="evaluated models", ylabel=measure.label)
     count_axis(ax.xaxis)
     seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''} per strategy, band: worst to best seed"
@@ -140,7 +173,7 @@ def write_outputs(curves: dict[str, np.ndarray], args: argparse.Namespace, measu
     output = Path(args.output_dir)
     save_figure(comparison_figure(curves, args, measure), output / "comparison.png")
 
-    rows = table_rows(curves, args.report_budgets, measure.column, measure.digits)
+    rows = table_rows(curves, args.report_budgets, measure.column, measure.digits, measure)
     columns = list(rows[0])
     with open(output / "comparison.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)

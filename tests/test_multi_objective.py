@@ -209,8 +209,17 @@ def test_compare_strategies_tables_hypervolume_for_several_objectives(nasbench, 
                                  str(tmp_path), "--num_init", "4", "--objectives", "glue", "params"])
     table = (tmp_path / "comparison.md").read_text()
     assert "hv@8" in table and "| tpe | 2 |" in table
-    shares = [float(row["hv@8"].split(" ± ")[0]) for row in csv.DictReader(open(tmp_path / "comparison.csv"))]
-    assert all(0 < share <= 1 for share in shares)
+    rows = list(csv.DictReader(open(tmp_path / "comparison.csv")))
+    assert all(0 < float(row["hv@8"].split(" ± ")[0]) <= 1 for row in rows)
+    every = known_values(ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params")),
+                         Library.load(nasbench["library"]), str(nasbench["file"]), "glue")
+    expected = random_expected_hypervolume_share(every, [True, False], 8)
+    row = next(line for line in table.splitlines() if line.startswith("| random search, exact expectation | - |"))
+    assert row.endswith(f"| {expected:.3f} |"), table  # hv@8, the last column
+    # Under a cap random search draws from the models below it only: the library-wide expectation would mislead.
+    capped = compare_strategies.parse_args(["--dataset_file", str(nasbench["library"]), "--benchmark_file", str(nasbench["file"]),
+                                            "--objectives", "glue", "params", "--max_params", "1e7"])
+    assert compare_strategies.Measure(*capped).random_expectation(8) is None
 
 
 def test_journal_records_every_objective_of_each_finished_model(nasbench, nasbench_search, tmp_path):

@@ -14,6 +14,7 @@ from embeddings.library import Library
 from flexibert import run_boshnas
 from flexibert.models.weight_transfer import model_overlap
 from flexibert.search.benchmarks import synthetic_scores
+from flexibert.search.comparison import random_expected_best
 from flexibert.search.controller import differences
 from flexibert.search.journal import Journal, RunLock, SearchState
 
@@ -324,6 +325,10 @@ def test_boshnas_beats_random_search_on_average_and_the_comparison_is_reported(s
     assert curves["boshnas"].shape == (3, 15) and np.all(np.diff(curves["boshnas"], axis=1) >= 0)
     table = (output / "comparison.md").read_text()
     assert "| boshnas | 3 |" in table and "best@15" in table
+    scores = [entry["scores"]["glue"] for entry in json.loads(Path(search_files["benchmark"]).read_text())["entries"]]
+    assert len(scores) == len(Library.load(search_files["library"]))  # every library model once: random's exact curve applies
+    row = next(line for line in table.splitlines() if line.startswith("| random search, exact expectation | - |"))
+    assert row.endswith(f"| {random_expected_best(np.array(scores), 15):.2f} |"), table  # best@15, the last column
     assert (output / "comparison.png").stat().st_size > 10_000
     assert (output / "boshnas_seed2" / "leaderboard.md").is_file()
 
