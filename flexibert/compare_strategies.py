@@ -78,25 +78,30 @@ class Measure:
     """What a run's curve shows: its best score so far, or with several --objectives its hypervolume share of the true front."""
 
     def __init__(self, args: argparse.Namespace, passed_on: list[str]):
-        search = search_args(["--dataset_file", args.dataset_file, *passed_on])
-        self.objectives = ObjectiveSet.from_args(search)
+        self.objectives = ObjectiveSet.from_args(search_args(["--dataset_file", args.dataset_file, *passed_on]))
         self.budget = args.budget
         # (models, objectives) of every library model, NaN where the benchmark has no value
         self.every = known_values(self.objectives, open_library(args.dataset_file), args.benchmark_file, args.benchmark_metric)
-        self.capped = any(getattr(search, cap) is not None for cap in ("max_params", "max_encoder_params", "max_flops", "max_latency_ms"))
         self.label = "hypervolume / true front's" if self.objectives.multi else f"best {args.benchmark_metric} score so far"
         self.column, self.digits = ("hv", 3) if self.objectives.multi else ("best", 2)
 
+    @property
+    def has_random_expectation(self) -> bool:
+        """Whether random search's exact expectation is defined here: not under a cap (random draws only from the
+        models under it), not with a model the benchmark has no value for, not for three objectives, and for a single
+        objective only when it is the run's score."""
+        if self.objectives.constraints or np.isnan(self.every).any() or self.every.shape[1] > 2:
+            return False
+        return self.objectives.multi or isinstance(self.objectives.objectives[0], Score)
+
     def random_expectation(self, evaluations: int) -> float | None:
-        """Random search's exact expected value of the measure after ``evaluations`` models; None where it is not
-        defined here: a cap (random draws only from the models under it), a model without a value, three objectives."""
-        if self.capped or np.isnan(self.every).any() or self.every.shape[1] > 2:
+        """Random search's exact expected value of the measure after ``evaluations`` models (None where it is not
+        defined, see :attr:`has_random_expectation`)."""
+        if not self.has_random_expectation:
             return None
         evaluations = min(evaluations, len(self.every))  # a run ends when the library does
         if self.objectives.multi:
             return random_expected_hypervolume_share(self.every, self.objectives.maximize, evaluations)
-        if not isinstance(self.objectives.objectives[0], Score):  # a single objective other than the run's score
-            return None
         return random_expected_best(self.every[:, 0], evaluations)
 
     def curve(self, state: SearchState) -> np.ndarray:
@@ -141,7 +146,7 @@ def table_rows(curves: dict[str, np.ndarray], budgets: list[int], column: str = 
         row = {"strategy": strategy, "runs": len(runs)}
         row.update({f"{column}@{budget}": mean_and_spread(runs[:, budget - 1], digits) for budget in budgets})
         rows.append(row)
-    if measure is not None and measure.random_expectation(1) is not None:
+    if measure is not None and measure.has_random_expectation:
         row = {"strategy": "random search, exact expectation", "runs": "-"}
         row.update({f"{column}@{budget}": f"{measure.random_expectation(budget):.{digits}f}" for budget in budgets})
         rows.append(row)
@@ -156,7 +161,7 @@ def comparison_figure(curves: dict[str, np.ndarray], args: argparse.Namespace, m
     for strategy, runs in curves.items():
         ax.plot(steps, np.nanmean(runs, axis=0), label=f"{strategy} (mean of {len(runs)})")
         ax.fill_between(steps, np.nanmin(runs, axis=0), np.nanmax(runs, axis=0), alpha=0.2)
-    if measure.random_expectation(1) is not None:
+    if measure.has_random_expectation:
         ax.plot(steps, [measure.random_expectation(k) for k in steps], "k--", label="random search, exact expectation")
     ax.set(xlabel="evaluated models", ylabel=measure.label)
     count_axis(ax.xaxis)
