@@ -42,6 +42,12 @@ def values_of(state, names: list[str]) -> np.ndarray:
     return value_matrix(state, names)
 
 
+def glue_and_params(nasbench: dict) -> np.ndarray:
+    """(models, [GLUE, total parameters]) of every NAS-Bench-BERT model: what a front's hypervolume share is measured on."""
+    return known_values(ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params")),
+                        Library.load(nasbench["library"]), str(nasbench["file"]), "glue")
+
+
 def test_cheap_objectives_agree_with_built_models_and_benchmark_columns_are_read(nasbench):
     library = Library.load(nasbench["library"])
     objectives = ObjectiveSet([parse_objective("params"), parse_objective("encoder_params"), parse_objective("time_to_train")])
@@ -81,8 +87,7 @@ def test_a_front_search_reports_its_front_and_measures_its_hypervolume(nasbench,
     assert marked == {h for h, on in zip(state.finished, front, strict=True) if on} and 0 < len(marked) < 14
     assert (tmp_path / "front" / "report" / "pareto.png").stat().st_size > 10_000
     assert "Pareto" in (tmp_path / "front" / "leaderboard.md").read_text()
-    every = known_values(ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params")),
-                         Library.load(nasbench["library"]), str(nasbench["file"]), "glue")
+    every = glue_and_params(nasbench)
     curve = hypervolume_fraction_curve(found, every, [True, False], 20)
     assert np.all(np.diff(curve[:14]) >= 0) and 0 < curve[13] <= 1 and np.isnan(curve[14:]).all()
     reference = hypervolume_reference(every, [True, False])
@@ -108,8 +113,7 @@ def test_a_resumed_front_search_proposes_what_an_uninterrupted_one_would(nasbenc
 
 
 def test_boshnas_on_the_front_beats_random_searchs_exact_expectation(nasbench, nasbench_search, tmp_path):
-    every = known_values(ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params")),
-                         Library.load(nasbench["library"]), str(nasbench["file"]), "glue")
+    every = glue_and_params(nasbench)
     share = np.mean([hypervolume_fraction_curve(values_of(nasbench_search(
         tmp_path / f"boshnas{seed}", "--strategy", "boshnas", "--seed", str(seed), "--budget", "20",
         "--objectives", "glue", "params", "--surrogate_epochs", "60"), ["glue", "params"]), every, [True, False], 20)[-1]
@@ -127,8 +131,7 @@ def test_random_searchs_exact_expected_hypervolume_matches_enumeration_and_the_r
     small[3, 0] = np.nan  # a model the benchmark lacks: random search could draw it, so there is no expectation
     with pytest.raises(ValueError, match="needs every model's values"):
         random_expected_hypervolume_share(small, [True, False], 4)
-    every = known_values(ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params")),
-                         Library.load(nasbench["library"]), str(nasbench["file"]), "glue")
+    every = glue_and_params(nasbench)
     shares = [hypervolume_fraction_curve(values_of(nasbench_search(
         tmp_path / f"random{seed}", "--strategy", "random", "--seed", str(seed), "--budget", "10", "--objectives", "glue",
         "params"), ["glue", "params"]), every, [True, False], 10)[-1] for seed in range(12)]
@@ -211,8 +214,7 @@ def test_compare_strategies_tables_hypervolume_for_several_objectives(nasbench, 
     assert "hv@8" in table and "| tpe | 2 |" in table
     rows = list(csv.DictReader(open(tmp_path / "comparison.csv")))
     assert all(0 < float(row["hv@8"].split(" ± ")[0]) <= 1 for row in rows)
-    every = known_values(ObjectiveSet.from_args(run_boshnas_args(nasbench, "--objectives", "glue", "params")),
-                         Library.load(nasbench["library"]), str(nasbench["file"]), "glue")
+    every = glue_and_params(nasbench)
     expected = random_expected_hypervolume_share(every, [True, False], 8)
     row = next(line for line in table.splitlines() if line.startswith("| random search, exact expectation | - |"))
     assert row.endswith(f"| {expected:.3f} |"), table  # hv@8, the last column
