@@ -203,6 +203,20 @@ def greedy_by_prediction(predicted: np.ndarray, scores: np.ndarray, budget: int 
     return int(np.flatnonzero(top[order])[0]) + 1, float(scores[order[:budget]].max())
 
 
+def top_tenth_agreement(predicted: np.ndarray, scores: np.ndarray) -> float:
+    """Spearman of ``predicted`` against ``scores`` among the best tenth of the models (by score): how well a ranking
+    tells the top models apart, which is what reaching the top 1% needs (over all models it mostly tells good from bad)."""
+    best = scores >= np.quantile(scores, 0.9)
+    return float(spearmanr(predicted[best], scores[best])[0])
+
+
+def training_noise(bench: Path) -> tuple[float, int] | None:
+    """(one training's standard deviation, how many architectures it rests on) from the architectures the benchmark
+    trained twice, or None without any: a difference of two trainings has twice one's variance."""
+    differences = np.array([s[0]["glue"] - s[1]["glue"] for s in _measurements(bench).values() if len(s) == 2])
+    return (float(np.sqrt(np.mean(differences**2) / 2)), len(differences)) if len(differences) else None
+
+
 def what_the_data_allows(library_path: Path, bench: Path, shuffles: int = 5) -> str:
     """How soon a surrogate that had seen 90% of the benchmark would reach its top 1%, greedily: a reference for any search.
 
@@ -210,8 +224,9 @@ def what_the_data_allows(library_path: Path, bench: Path, shuffles: int = 5) -> 
     ranks the tenth it did not see (10-fold cross-validation); ranking all models by those
     predictions, the position of the first top-1% model is how many evaluations a search with such a
     surrogate from the start would need. Which models share a fold moves that position by a few
-    places, so it is given over ``shuffles`` shuffles of the folds. The repeated architectures give
-    the measurement noise.
+    places, so it is given over ``shuffles`` shuffles of the folds. How well it ranks the best tenth
+    among themselves, and how their spread compares with one training's noise (from the repeated
+    architectures), say how much of "which model is top 1%" any search can predict.
     """
     library = Library.load(library_path)
     index, _ = benchmark_index(bench)
@@ -219,13 +234,17 @@ def what_the_data_allows(library_path: Path, bench: Path, shuffles: int = 5) -> 
     onehot = ChoiceEncoding.of(library, tied=False).one_hot()
     predictions = [held_out_predictions(onehot, scores, shuffle) for shuffle in range(shuffles)]
     firsts, bests = zip(*(greedy_by_prediction(p, scores) for p in predictions), strict=True)
-    repeats = [abs(s[0]["glue"] - s[1]["glue"]) for s in _measurements(bench).values() if len(s) == 2]
-    noise = f"; repeated trainings differ by {np.mean(repeats):.2f} points on average" if repeats else ""
+    tenth = [top_tenth_agreement(p, scores) for p in predictions]
+    spread = scores[scores >= np.quantile(scores, 0.9)].std(ddof=1)
+    noise = training_noise(bench)
+    noise_text = (f", where one training's noise has std {noise[0]:.2f} ({noise[1]} architectures trained twice)"
+                  if noise else "")
     return (f"What the data allows: a ridge regression on the choices, fitted on 90% of the models (10-fold), ranks "
             f"unseen models with Spearman {spearmanr(predictions[0], scores)[0]:.2f}; ranked by it, the first top-1% model "
             f"is number {firsts[0]} ({min(firsts)}-{max(firsts)} over {shuffles} shuffles of the folds), and the best of "
             f"its first 30 scores {np.mean(bests):.2f} on average over them (the benchmark's best, {scores.max():.2f}, "
-            f"in {sum(b == scores.max() for b in bests)} of {shuffles}){noise}.\n")
+            f"in {sum(b == scores.max() for b in bests)} of {shuffles}). Among the best tenth of the models it ranks with "
+            f"Spearman {min(tenth):.2f}-{max(tenth):.2f}, and their scores spread by std {spread:.2f}{noise_text}.\n")
 
 
 def _measurements(bench: Path) -> dict[str, list[dict]]:

@@ -237,6 +237,22 @@ def test_the_search_benchmark_says_how_soon_a_ranking_from_90_percent_of_the_ben
     line = efficiency.what_the_data_allows(nasbench["library"], nasbench["file"], shuffles=3)
     first, low, high = (int(n) for n in re.search(r"number (\d+) \((\d+)-(\d+) over 3 shuffles", line).groups())
     assert 1 <= low <= first <= high <= 491 and "the benchmark's best, 75.13" in line, line
+    low, high = (float(n) for n in re.search(r"tenth of the models it ranks with Spearman (-?[\d.]+)-(-?[\d.]+)", line).groups())
+    assert -1 <= low <= high <= 1 and "(9 architectures trained twice)" in line, line
+
+
+def test_the_search_benchmark_judges_rankings_among_the_top_tenth_and_the_noise_of_a_training(tmp_path):
+    efficiency = load_benchmark_script("search_efficiency")
+    scores = np.arange(100.0)  # the best tenth: 90-99
+    assert efficiency.top_tenth_agreement(scores, scores) == pytest.approx(1.0)
+    inside_reversed = np.where(scores >= 90, 189 - scores, scores)  # still above every other model, in reverse
+    assert efficiency.top_tenth_agreement(inside_reversed, scores) == pytest.approx(-1.0)
+    entries = [{"model_dict": {"l": k}, "scores": {"glue": v}} for k, v in ((2, 70.0), (2, 71.0), (4, 73.0), (4, 76.0), (6, 1.0))]
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"entries": entries}))
+    assert efficiency.training_noise(bench) == (pytest.approx(np.sqrt((1 + 9) / 2 / 2)), 2)  # differences 1 and 3
+    bench.write_text(json.dumps({"entries": entries[4:]}))  # nothing trained twice
+    assert efficiency.training_noise(bench) is None
 
 
 def test_the_front_reference_with_benchmark_predictions_beats_random_picks(nasbench):
