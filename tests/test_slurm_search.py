@@ -547,17 +547,17 @@ def test_a_torchrun_job_warned_of_its_time_limit_saves_at_the_signal_and_its_req
 
     warner = threading.Thread(target=warn_once_training_runs, daemon=True)
     warner.start()
-    state = run_boshnas.main(training_search_argv(training_files, run_dir, processes=2, pretrain_steps=150,
+    state = run_boshnas.main(training_search_argv(training_files, run_dir, processes=2, pretrain_steps=80,
                                                   pretrain_args="--logging_steps 1 --save_steps 1000"))
     warner.join(timeout=5)
     log = next((run_dir / "models").glob("*/job-1.log")).read_text(errors="replace")
     assert len(state.finished) == 1, log[-5000:]
     model_hash = state.finished[0]
     saved = [int(step.replace(",", "")) for step in re.findall(r"stopped by SIGTERM[^:]*: checkpoint saved at step ([\d,]+)", log)]
-    assert len(saved) == 2 and saved[0] == saved[1] and 0 < saved[0] < 150, log[-5000:]  # both ranks, one step
+    assert len(saved) == 2 and saved[0] == saved[1] and 0 < saved[0] < 80, log[-5000:]  # both ranks, one step
     assert "requeueing job" in log and "the stage has stopped" in log
     pretrained = json.loads((run_dir / "models" / model_hash / "pretrained" / "pretrain_results.json").read_text())
-    assert pretrained["resumed_from_step"] == saved[0] and pretrained["global_step"] == 150 and pretrained["world_size"] == 2
+    assert pretrained["resumed_from_step"] == saved[0] and pretrained["global_step"] == 80 and pretrained["world_size"] == 2
     launched = events(run_dir, "launched")
     assert len(events(run_dir, "submit")) == 1 and len(launched) == 1
     job = slurm(slurm_env, "scontrol", "show", "job", "-o", launched[0]["job_id"])
