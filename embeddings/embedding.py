@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
@@ -104,8 +103,25 @@ def refine(
     """Gradient descent on the stress: mean squared error of Euclidean vs edit distance over sampled pairs.
 
     Every epoch draws, per model, some pairs with landmarks (distances already known) and some with
-    random models (distances computed now), so the cost grows linearly with the library.
+    random models (distances computed now), so the cost grows linearly with the library. torch is
+    imported by this option alone: the default MDS needs none, so the graph library imports without it.
     """
+    import torch
+
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # gradient scatter-adds in a fixed order: same seed, same file
+    try:
+        return _descend(coords, distances, to_landmarks, landmarks, seed, epochs, landmark_pairs_per_model,
+                        random_pairs_per_model, batch_size, lr)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _descend(coords: np.ndarray, distances: PairDistances, to_landmarks: np.ndarray, landmarks: np.ndarray, seed: int,
+             epochs: int, landmark_pairs_per_model: int, random_pairs_per_model: int, batch_size: int, lr: float) -> np.ndarray:
+    """``refine``'s descent, under the deterministic algorithms it switched on."""
+    import torch
+
     count = len(coords)
     generator = np.random.default_rng(seed)
     points = torch.nn.Parameter(torch.tensor(coords, dtype=torch.float32))
@@ -155,12 +171,7 @@ def embed(
     to_landmarks = _distances_to(distances, landmarks)
     coords = landmark_mds(to_landmarks, landmarks, size)
     if method == "GD":
-        was_deterministic = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True)  # gradient scatter-adds in a fixed order: same seed, same file
-        try:
-            coords = refine(coords, distances, to_landmarks, landmarks, seed, epochs=epochs)
-        finally:
-            torch.use_deterministic_algorithms(was_deterministic)
+        coords = refine(coords, distances, to_landmarks, landmarks, seed, epochs=epochs)
     return coords
 
 

@@ -99,3 +99,14 @@ def test_the_graph_library_does_not_depend_on_the_model_package():
     for path in (REPO / "embeddings").glob("*.py"):
         wrong = {name for name in imported_modules(path) if name.startswith("flexibert")}
         assert not wrong, f"{path.relative_to(REPO)} imports {sorted(wrong)}: embeddings/ must stay free of torch and transformers"
+
+
+def test_the_graph_library_imports_without_torch_or_transformers():
+    """What the README promises, at run time: embeddings/ alone (building a library with MDS) loads neither."""
+    import subprocess
+    import sys
+
+    modules = sorted(module_name(p) for p in (REPO / "embeddings").glob("*.py") if p.stem != "__init__")
+    probe = f"import sys, {', '.join(modules)}; print(sorted({{'torch', 'transformers'}} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert loaded.strip() == "[]", loaded
