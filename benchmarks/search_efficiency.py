@@ -203,10 +203,15 @@ def greedy_by_prediction(predicted: np.ndarray, scores: np.ndarray, budget: int 
     return int(np.flatnonzero(top[order])[0]) + 1, float(scores[order[:budget]].max())
 
 
+def best_tenth(scores: np.ndarray) -> np.ndarray:
+    """Which models are the best tenth by score (a mask): the models among which the top 1% must be told apart."""
+    return scores >= np.quantile(scores, 0.9)
+
+
 def top_tenth_agreement(predicted: np.ndarray, scores: np.ndarray) -> float:
     """Spearman of ``predicted`` against ``scores`` among the best tenth of the models (by score): how well a ranking
     tells the top models apart, which is what reaching the top 1% needs (over all models it mostly tells good from bad)."""
-    best = scores >= np.quantile(scores, 0.9)
+    best = best_tenth(scores)
     return float(spearmanr(predicted[best], scores[best])[0])
 
 
@@ -235,7 +240,7 @@ def what_the_data_allows(library_path: Path, bench: Path, shuffles: int = 5) -> 
     predictions = [held_out_predictions(onehot, scores, shuffle) for shuffle in range(shuffles)]
     firsts, bests = zip(*(greedy_by_prediction(p, scores) for p in predictions), strict=True)
     tenth = [top_tenth_agreement(p, scores) for p in predictions]
-    spread = scores[scores >= np.quantile(scores, 0.9)].std(ddof=1)
+    spread = scores[best_tenth(scores)].std(ddof=1)
     noise = training_noise(bench)
     noise_text = (f", where one training's noise has std {noise[0]:.2f} ({noise[1]} architectures trained twice)"
                   if noise else "")
