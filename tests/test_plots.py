@@ -206,6 +206,22 @@ def test_the_front_table_says_how_large_a_difference_is_noise():
     assert 0 < expected < 1 and f"| random search, exact expectation | {expected:.3f} |" in objective.front_table({}, 10, every)
 
 
+def test_the_front_benchmark_says_how_much_of_a_share_rides_on_the_best_scoring_model():
+    objective = load_benchmark_script("multi_objective")
+    # reference point: GLUE 71 (the median), cost 9.45M (1.05 x the largest); the true front's area is
+    # 1 x 4.45M (72 at 5M) + 3 x 0.45M (75 at 9M) = 5.8M
+    every = np.array([[70.0, 1e6], [75.0, 9e6], [72.0, 5e6], [60.0, 3e6]])
+    without_best = np.array([[70.0, 1e6], [72.0, 5e6]])  # 4.45M of it
+    with_best = np.array([[75.0, 9e6], [60.0, 3e6]])  # 3 x 0.45M + 1 x 0.45M = 1.8M
+    line = objective.one_model_line({"boshnas": [without_best, with_best]}, every, 2)
+    as_found, added = (4.45 / 5.8 + 1.8 / 5.8) / 2, (1 + 1.8 / 5.8) / 2
+    assert f"boshnas {as_found:.3f} -> {added:.3f} (it found the model in 1 of 2 runs)" in line, line
+    assert "(GLUE 75.00)" in line and "after 2 evaluations" in line
+    fig = objective.figure({"boshnas": np.array([[0.2, 0.4]])}, every, with_best, 2, "flops")
+    assert fig.axes[0].get_title().endswith("x FLOPs per token") and fig.axes[1].get_xlabel() == "FLOPs per token"
+    plt.close(fig)
+
+
 def test_the_cap_table_says_how_many_models_are_near_the_best_under_the_cap():
     objective = load_benchmark_script("multi_objective")
     under_cap = np.array([74.3, 74.1, 73.9, np.nan, 70.0])  # two within 0.3 of 74.3; the NaN model has no score
