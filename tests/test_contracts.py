@@ -69,11 +69,6 @@ def test_boshnas_flags_keep_their_names_and_what_the_journal_records():
     assert sorted(Boshnas(no_prior).recorded_settings()) == sorted([*earlier, "choice_inputs"])
     embedding_only = from_flags(BoshnasSettings, search_args(["--dataset_file", "x", "--embedding_only"]))
     assert sorted(Boshnas(embedding_only).recorded_settings()) == sorted(earlier)
-    # A front search records that it takes no sampling rounds; one started before that resumes with --front_sampling.
-    front = ["--dataset_file", "x", "--benchmark_file", "b.json", "--objectives", "glue", "params"]
-    assert Boshnas.from_args(search_args(front), None).recorded_settings()["front_sampling"] is False
-    assert "front_sampling" not in Boshnas.from_args(search_args([*front, "--front_sampling"]), None).recorded_settings()
-    assert "front_sampling" not in Boshnas.from_args(search_args(front[:4]), None).recorded_settings()  # a single score
     with pytest.raises(SystemExit):
         search_args(["--dataset_file", "x", "--gobi_restarts", "0"])
 

@@ -152,23 +152,6 @@ def test_a_boshnas_front_search_draws_one_initial_model_per_cost_stratum(nasbenc
     assert sorted(single.finished) == sorted(random_.finished)
 
 
-def test_a_boshnas_front_search_optimises_every_round_unless_asked_for_sampling_rounds(nasbench, nasbench_search, tmp_path):
-    """Its expected hypervolume gain already weighs the uncertainty, so no round goes to uncertainty or random sampling;
-    --front_sampling restores them (as front searches started before took them), and a resume holds a run to its choice."""
-    flags = ("--seed", "1", "--budget", "14", "--surrogate_epochs", "30", "--objectives", "glue", "params", "--prob_random", "0.5")
-
-    def methods(run_dir):
-        with open(run_dir / "history.csv") as f:
-            return {row["method"] for row in csv.DictReader(f)}
-
-    nasbench_search(tmp_path / "front", *flags)
-    assert methods(tmp_path / "front") == {"init", "optimization"}
-    nasbench_search(tmp_path / "sampling", *flags, "--front_sampling")
-    assert "random" in methods(tmp_path / "sampling")
-    with pytest.raises(SystemExit, match="boshnas.front_sampling: not recorded"):
-        nasbench_search(tmp_path / "sampling", *flags[:3], "16", *flags[4:])
-
-
 def test_stratified_draws_fill_empty_strata_first_and_respect_what_may_be_proposed(nasbench):
     library = Library.load(nasbench["library"])
     values = np.arange(len(library), dtype=float)[::-1]  # stratum k holds the k-th tenth from the top

@@ -10,10 +10,8 @@ converged.
 
 With several objectives (``--objectives glue params``) each objective that only training tells gets
 its own surrogate, and an optimisation round proposes the untried models expected to add the most
-hypervolume to the front (front.py); every round is an optimisation round there, since that expected gain already
-weighs the uncertainty that the sampling rounds add to a single score's bound (``--front_sampling`` restores them).
-Progress, for patience, means a model joined the front. The initial models of a score-against-cost search are drawn
-one per cost stratum (``initial``).
+hypervolume to the front (front.py). Progress, for patience, means a model joined the front. The
+initial models of a score-against-cost search are drawn one per cost stratum (``initial``).
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import torch
 
 from flexibert.search.boshnas.surrogate import Surrogate
 from flexibert.search.layout import RunLayout
-from flexibert.search.objectives import ObjectiveSet
 from flexibert.search.pareto import as_minimisation, pareto_mask
 from flexibert.search.strategies.base import SearchContext, Strategy, random_available, stratified_available
 from flexibert.search.strategies.boshnas_settings import BoshnasSettings
@@ -53,9 +50,8 @@ class Boshnas(Strategy):
     flags_title = "BOSHNAS (--strategy boshnas)"
     multi_objective = True
 
-    def __init__(self, settings: BoshnasSettings, run: RunLayout | None = None, front: bool = False):
+    def __init__(self, settings: BoshnasSettings, run: RunLayout | None = None):
         self.settings, self.run = settings, run
-        self.front = front  # a search of several objectives: only its record depends on knowing it before the first round
         self._surrogate_class = Surrogate
         self.surrogates: list[Surrogate] = []  # one per objective that only training tells, in objective order
         self._inputs_of: SurrogateInputs | None = None  # one library's: they depend on nothing else
@@ -64,16 +60,13 @@ class Boshnas(Strategy):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, run: RunLayout) -> Boshnas:
-        return cls(from_flags(BoshnasSettings, args), run, front=ObjectiveSet.from_args(args).multi)
+        return cls(from_flags(BoshnasSettings, args), run)
 
     def recorded_settings(self) -> dict:
         """The settings as the journal records them, without ``choice_inputs`` or ``linear_prior`` where it is off (the
         prior is off without the choices), as run folders written before it existed hold them: such a run resumes
-        with --embedding_only, or --no_linear_prior. ``front_sampling`` likewise, recorded only by a front search
-        without sampling rounds (it means nothing to a single score): an earlier front search resumes with --front_sampling."""
+        with --embedding_only, or --no_linear_prior."""
         record = super().recorded_settings()
-        if record["front_sampling"] or not self.front:
-            del record["front_sampling"]
         if not (record["linear_prior"] and record["choice_inputs"]):
             del record["linear_prior"]
         if not record["choice_inputs"]:
@@ -197,8 +190,7 @@ class Boshnas(Strategy):
         self._track_progress(context)
         self._fit(context, round_index)
         draw = rng.random()
-        sampling = s.front_sampling or not context.objectives.multi
-        if not sampling or draw < 1 - s.prob_uncertainty - s.prob_random:
+        if draw < 1 - s.prob_uncertainty - s.prob_random:
             method = "optimization"
             chosen = (self._optimize_front(context, count, rng) if context.objectives.multi
                       else self._optimize(context, count, rng, round_index))

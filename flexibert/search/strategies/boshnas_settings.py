@@ -16,8 +16,8 @@ class BoshnasSettings:
     k2: float = setting(0.5, "UCB weight of the aleatoric standard deviation (patience phase)")
     restarts: int = setting(10, "GOBI start points per optimisation round", flag="gobi_restarts")
     second_order: bool = setting(True, "GOBI with SGD instead of AdaHessian", flag="first_order")
-    prob_uncertainty: float = setting(0.1, "chance a round samples the most uncertain model (a front search: with --front_sampling)")
-    prob_random: float = setting(0.1, "chance a round samples a random model (a front search: with --front_sampling)")
+    prob_uncertainty: float = setting(0.1, "chance a round samples the most uncertain model")
+    prob_random: float = setting(0.1, "chance a round samples a random model")
     patience: int = setting(5, "optimisation rounds without progress before adding aleatoric uncertainty")
     aleatoric_rounds: int = setting(5, "more such rounds before the search stops (converged)")
     tolerance: float = setting(0.0, "score gain that counts as progress", flag="convergence_tol")
@@ -26,9 +26,6 @@ class BoshnasSettings:
                                         "search), without the model dicts' choices", flag="embedding_only")
     linear_prior: bool = setting(True, "the surrogate without its prior mean, a Bayesian linear model on the model dicts' "
                                        "choices (as runs started before it existed)", flag="no_linear_prior")
-    front_sampling: bool = setting(False, "uncertainty and random rounds in a search of several objectives too, as runs "
-                                          "started before this flag existed (without it every such round optimises the "
-                                          "expected hypervolume gain, which already weighs the uncertainty)")
     snap_metric: str = setting("l1", "distance that snaps GOBI's optimum to library models", flag=None)
     seed: int = setting(0, "seed of the surrogate and of GOBI's probes (the search's --seed)", flag=None)
 
