@@ -217,8 +217,9 @@ def test_the_front_benchmark_says_how_much_of_a_share_rides_on_the_best_scoring_
     as_found, added = (4.45 / 5.8 + 1.8 / 5.8) / 2, (1 + 1.8 / 5.8) / 2
     assert f"boshnas {as_found:.3f} -> {added:.3f} (it found the model in 1 of 2 runs)" in line, line
     assert "(GLUE 75.00)" in line and "after 2 evaluations" in line
-    fig = objective.figure({"boshnas": np.array([[0.2, 0.4]])}, every, with_best, 2, "flops")
+    fig = objective.figure({"boshnas": np.array([[0.2, 0.4]])}, every, with_best, 2, "flops", "tpe, seed 11")
     assert fig.axes[0].get_title().endswith("x FLOPs per token") and fig.axes[1].get_xlabel() == "FLOPs per token"
+    assert "tpe, seed 11: 2 evaluated" in [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
     plt.close(fig)
 
 
