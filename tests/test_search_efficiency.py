@@ -90,6 +90,7 @@ def test_curves_compare_at_equal_evaluations_and_say_when_runs_stopped():
     assert curve[:3].tolist() == [70.0, 72.0, 72.0] and np.isnan(curve[3:]).all()  # no padding after the last evaluation
     assert comparison.evaluations_to([70.0, 72.0, 74.6], 74.5) == 3 and comparison.evaluations_to([70.0], 74.5) is None
     assert comparison.mean_and_spread(np.array([1.0, 3.0, np.nan])) == "2.00 ± 1.41 (2 of 3 runs)"  # sample std
+    assert comparison.mean_and_spread(np.array([1.0, np.nan])) == "1.00 (1 of 2 runs)"  # one value: no spread to give
 
 
 def test_boshnas_learns_from_the_model_dicts_choices_and_ranks_unseen_models_better_with_them(nasbench):

@@ -40,12 +40,12 @@ def evaluations_to(scores: list[float], threshold: float) -> int | None:
 
 
 def mean_and_spread(values: np.ndarray, digits: int = 2) -> str:
-    """``mean ± sample std`` of the finite values, with how many runs they are when some runs did not get there."""
+    """``mean ± sample std`` of the finite values, with how many runs they are when some runs did not get there.
+    One value has no sample std: it is given alone, since "± 0.00" would claim a spread of none."""
     finite = values[np.isfinite(values)]
     if not len(finite):
         return "-"
-    spread = finite.std(ddof=1) if len(finite) > 1 else 0.0
-    text = f"{finite.mean():.{digits}f} ± {spread:.{digits}f}"
+    text = f"{finite.mean():.{digits}f}" + (f" ± {finite.std(ddof=1):.{digits}f}" if len(finite) > 1 else "")
     return text if len(finite) == len(values) else f"{text} ({len(finite)} of {len(values)} runs)"
 
 
