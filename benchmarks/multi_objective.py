@@ -219,17 +219,19 @@ def figure(curves: dict[str, np.ndarray], every: np.ndarray, example: np.ndarray
     return fig
 
 
-def front_runs(args: argparse.Namespace, library_path: Path, bench: Path, every: np.ndarray) -> dict[str, list[np.ndarray]]:
-    """Each strategy's front searches of GLUE x ``--cost``: per seed, the evaluated models' (GLUE, cost) in order."""
+def front_runs(args: argparse.Namespace, library_path: Path, bench: Path,
+               every: np.ndarray) -> tuple[dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
+    """Each strategy's front searches of GLUE x ``--cost``: per seed, the evaluated models' (GLUE, cost) in order, and
+    their hypervolume-share curves (seeds, budget)."""
     common = ["--budget", str(args.budget), "--num_init", str(args.num_init), "--objectives", "glue", args.cost]
     prefix = "front" if args.cost == "params" else f"front_{args.cost}"  # folders of other costs never resume these
-    found = {}
+    found, curves = {}, {}
     for strategy in args.strategies:
         found[strategy] = [search(library_path, bench, args.output_dir / f"{prefix}_{strategy}_seed{seed}",
                                   [*common, "--strategy", strategy, "--seed", str(seed)]) for seed in args.seeds]
-        share = np.mean([hypervolume_fraction_curve(v, every, [True, False], args.budget)[-1] for v in found[strategy]])
-        print(f"{strategy}: hypervolume share after {args.budget}: {share:.3f}", flush=True)
-    return found
+        curves[strategy] = np.stack([hypervolume_fraction_curve(v, every, [True, False], args.budget) for v in found[strategy]])
+        print(f"{strategy}: hypervolume share after {args.budget}: {np.nanmean(curves[strategy][:, -1]):.3f}", flush=True)
+    return found, curves
 
 
 def one_model_line(found: dict[str, list[np.ndarray]], every: np.ndarray, budget: int) -> str:
@@ -267,9 +269,7 @@ def main(argv: list[str] | None = None) -> str:
     library = Library.load(library_path)
     cost = parse_objective(args.cost)
     every = known_values(ObjectiveSet([Score("glue", True), cost]), library, str(bench), "glue")
-    found = front_runs(args, library_path, bench, every)
-    curves = {strategy: np.stack([hypervolume_fraction_curve(v, every, [True, False], args.budget) for v in runs])
-              for strategy, runs in found.items()}
+    found, curves = front_runs(args, library_path, bench, every)
     reference = {REFERENCE: informed_reference(library, every, args.seeds, args.num_init, args.budget)} if cost.cheap else {}
 
     sizes = known_values(ObjectiveSet([Score("glue", True), ParameterCount("params", False, "total")]), library, str(bench), "glue")
