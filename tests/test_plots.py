@@ -4,6 +4,7 @@ The figures are checked as matplotlib objects (titles, tick positions, legend an
 built from real searches (inline executor, synthetic benchmark) and from settings parsed as run_boshnas.py parses them.
 """
 
+import argparse
 import contextlib
 import copy
 import importlib.util
@@ -270,6 +271,20 @@ def test_the_search_benchmark_judges_rankings_among_the_top_tenth_and_the_noise_
     assert efficiency.training_noise(bench) == (pytest.approx(np.sqrt((1 + 9) / 2 / 2)), 2)  # differences 1 and 3
     bench.write_text(json.dumps({"entries": entries[4:]}))  # nothing trained twice
     assert efficiency.training_noise(bench) is None
+
+
+def test_the_search_table_counts_best_tenth_models_and_says_where_the_top_one_percent_ends():
+    efficiency = load_benchmark_script("search_efficiency")
+    scores = np.arange(200.0)  # the top 1%: 198 and 199; the best tenth: 180 and above
+    tail = [0.0] * 6
+    runs = {"edge": [[10.0, 198, 185, 181, *tail], [10.0, 20, 198, 30, *tail]],  # the top 1%'s last model; 3 and 1 good
+            "best": [[199.0, 10, 20, 30, *tail], [10.0, 20, 30, 40, *tail]]}  # the best model once, nothing else good
+    text = efficiency.table("toy", runs, scores, argparse.Namespace(budget=10))
+    assert "| edge | 198.00 ± 0.00 | 2.5 (2/2 seeds) | 2/2 | 2/2 | 2.0 ± 1.4 |" in text, text
+    random_row = next(line for line in text.splitlines() if line.startswith("| random search"))
+    assert random_row.endswith(f"| {10 * 20 / 200:.1f} |"), random_row  # 10 draws x 20 good models of 200
+    assert "best 1 / 2 / 3 / 4 models within 10 evaluations: edge 0 / 2 / 2 / 2 of 2; best 1 / 1 / 1 / 1 of 2." in text
+    assert efficiency.good_models_found([181.0, 179, 199], good=180.0, evaluations=2) == 1  # only the first two count
 
 
 def test_the_front_reference_with_benchmark_predictions_beats_random_picks(nasbench):
