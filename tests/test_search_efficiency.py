@@ -44,10 +44,10 @@ def test_repeated_architectures_score_their_mean_and_the_search_says_so_once(nas
 
 def test_budget_is_honoured_and_stopping_early_is_the_users_choice(nasbench, nasbench_search, tmp_path):
     quick = ("--patience", "1", "--aleatoric_rounds", "1", "--surrogate_epochs", "30", "--prob_random", "0", "--prob_uncertainty", "0")
-    state = nasbench_search(tmp_path / "full", "--strategy", "boshnas", "--budget", "24", *quick)
-    assert len(state.finished) == 24 and state.stopped == "budget"
-    early = nasbench_search(tmp_path / "early", "--strategy", "boshnas", "--budget", "24", "--stop_on_convergence", *quick)
-    assert len(early.finished) < 24 and early.stopped == "converged"
+    state = nasbench_search(tmp_path / "full", "--strategy", "boshnas", "--budget", "16", *quick)
+    assert len(state.finished) == 16 and state.stopped == "budget"
+    early = nasbench_search(tmp_path / "early", "--strategy", "boshnas", "--budget", "16", "--stop_on_convergence", *quick)
+    assert len(early.finished) < 16 and early.stopped == "converged"
     assert "stopped early: boshnas converged after" in early.console
     assert [e["reason"] for e in Journal(tmp_path / "early").read() if e["event"] == "stop"] == ["converged"]
 
