@@ -12,7 +12,8 @@ evaluated among its first 30, beside random search's exact expectation (computed
 benchmark's scores, not sampled). A line under the table says how the "within 30" counts move when
 the top 1% ends one model sooner or later: on NAS-Bench-BERT the best tenth spread less than one
 training's noise, so which search reaches "the top 1%" first can turn on one model. It also times
-one BOSHNAS proposal round with 100 scored models on the 9,312-model test library. Writes <output_dir>/search_efficiency.md and .png.
+one BOSHNAS proposal round with 100 scored models on the 9,312-model test library.
+Writes <output_dir>/search_efficiency.md and .png.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ def where_the_top_ends(runs: dict[str, list[list[float]]], distinct: np.ndarray,
     cells = []
     for strategy, found in runs.items():
         reached = [sum(evaluations_to(s[:evaluations], distinct[k - 1]) is not None for s in found) for k in ks]
-        cells.append(f"{strategy} " + " / ".join(f"{r}" for r in reached) + f" of {len(found)}")
+        cells.append(f"{strategy} {' / '.join(map(str, reached))} of {len(found)}")
     return (f"Seeds that reached one of the best {' / '.join(map(str, ks))} models within {evaluations} evaluations: "
             + "; ".join(cells) + ".")
 
