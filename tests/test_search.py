@@ -227,8 +227,18 @@ def test_strategies_propose_deterministically(search_files):
         assert not {library.hashes[i] for i, _ in picks[0]} & set(scores)
 
 
+def journal_length(run_dir: Path) -> int:
+    journal = run_dir / "journal.jsonl"
+    return len(journal.read_bytes().splitlines()) if journal.is_file() else 0
+
+
 def kill_and_resume_until_done(command: list[str], run_dir: Path, rng: np.random.Generator, kills: int) -> int:
-    """Start the controller, SIGKILL it after a random while, again and again; then let it finish. Returns the kills made."""
+    """Start the controller, SIGKILL it a random while after it has journaled something, again and again; then let it
+    finish. Returns the kills made.
+
+    The wait for the journal matters: starting the controller (imports, the library) takes a few
+    seconds, and a kill before it has done anything tests nothing.
+    """
     import subprocess
     import sys
     import time
@@ -236,9 +246,14 @@ def kill_and_resume_until_done(command: list[str], run_dir: Path, rng: np.random
     environment = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     made = 0
     for _ in range(kills):
+        before = journal_length(run_dir)
         process = subprocess.Popen([sys.executable, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    env=environment, cwd=REPO)
-        time.sleep(rng.uniform(1.0, 4.0))
+        deadline = time.time() + 300
+        while process.poll() is None and journal_length(run_dir) == before:
+            assert time.time() < deadline, "the controller journaled nothing for 300 s"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 3.0))
         if process.poll() is not None:
             break
         process.kill()
@@ -299,7 +314,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_repeats_nothing(search_file
     flags = ["--strategy", "boshnas", "--surrogate_epochs", "50", "--budget", "5", "--num_init", "2", "--seed", "5"]
     command = ["-m", "flexibert.run_boshnas", "--dataset_file", str(search_files["library"]), "--benchmark_file",
                str(search_files["benchmark"]), "--executor", "local", "--poll_interval", "0.2", "--run_dir", str(run_dir), *flags]
-    kills = kill_and_resume_until_done(command, run_dir, np.random.default_rng(0), kills=6)
+    kills = kill_and_resume_until_done(command, run_dir, np.random.default_rng(0), kills=4)
     assert kills >= 3
     reference = search(search_files, tmp_path / "reference", *flags)
     state = SearchState.replay(Journal(run_dir).read())
