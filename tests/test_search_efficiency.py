@@ -57,7 +57,7 @@ def test_budget_is_honoured_and_stopping_early_is_the_users_choice(nasbench, nas
 def test_every_shipped_strategy_beats_random_searchs_exact_expectation_at_30(nasbench, nasbench_search, tmp_path, strategy):
     best = [max(s.candidates[h].score for h in s.finished) for s in
             (nasbench_search(tmp_path / f"seed{seed}", "--strategy", strategy, "--budget", "30", "--seed", str(seed))
-             for seed in (1, 2, 3))]
+             for seed in (1, 2))]
     assert np.mean(best) > comparison.random_expected_best(nasbench["scores"], 30), best
 
 
