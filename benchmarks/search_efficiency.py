@@ -149,7 +149,8 @@ def table(name: str, runs: dict[str, list[list[float]]], scores: np.ndarray, arg
     hits = math.ceil(0.01 * len(distinct))
     threshold = distinct[hits - 1]
     budgets = [b for b in BUDGETS if b <= args.budget]
-    early, good = min(30, args.budget), scores[best_tenth(scores)].min()
+    early, tenth = min(30, args.budget), best_tenth(scores)
+    good = scores[tenth].min()
     lines = [f"### {name}: {len(distinct)} architectures, best {distinct[0]:.2f}, top 1% = {hits} at >= {threshold:.2f}", "",
              "| strategy | " + " | ".join(f"best@{b}" for b in budgets) + " | evaluations to a top-1% model | within 30 | within 50 "
              f"| best-tenth models in the first {early} |",
@@ -166,7 +167,7 @@ def table(name: str, runs: dict[str, list[list[float]]], scores: np.ndarray, arg
     lines.append("| random search, exact expectation | " + " | ".join(f"{random_expected_best(scores, b):.2f}" for b in budgets)
                  + f" | {random_expected_evaluations(len(scores), hits):.1f} on average | "
                  + f"{random_hit_chance(len(scores), hits, 30):.0%} | {random_hit_chance(len(scores), hits, 50):.0%} | "
-                 + f"{early * best_tenth(scores).sum() / len(scores):.1f} |")
+                 + f"{early * tenth.sum() / len(scores):.1f} |")
     return "\n".join(lines) + "\n\n" + where_the_top_ends(runs, distinct, hits, early) + "\n"
 
 

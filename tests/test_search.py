@@ -17,6 +17,7 @@ from flexibert.search.benchmarks import synthetic_scores
 from flexibert.search.comparison import random_expected_best
 from flexibert.search.controller import differences
 from flexibert.search.journal import Journal, RunLock, SearchState
+from flexibert.search.layout import RunLayout
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -228,7 +229,7 @@ def test_strategies_propose_deterministically(search_files):
 
 
 def journal_length(run_dir: Path) -> int:
-    journal = run_dir / "journal.jsonl"
+    journal = RunLayout(run_dir).journal
     return len(journal.read_bytes().splitlines()) if journal.is_file() else 0
 
 
