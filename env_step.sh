@@ -2,7 +2,7 @@
 # Set up FlexiBERT's Python environment (a local .venv), then optionally run a command in it.
 #
 #   bash env_step.sh              create/update .venv (quick when nothing changed)
-#   bash env_step.sh test [ARGS]  ... then lint with ruff and run the test suite (pytest ARGS)
+#   bash env_step.sh test [ARGS]  ... then lint with ruff and run the test suite (pytest ARGS, two workers)
 #   bash env_step.sh demo [ARGS]  ... then run the whole pipeline at tiny settings (python -m flexibert.demo ARGS)
 #   source env_step.sh            ... and leave the environment activated in this shell
 #
@@ -10,6 +10,7 @@
 #   FLEXIBERT_VENV  where the environment lives (default: .venv beside this file)
 #   TORCH_SPEC      the torch requirement installed first (default torch==2.13.0); on a CPU-only
 #                   machine point pip at a CPU wheel index with PIP_EXTRA_INDEX_URL if needed
+#   FLEXIBERT_TEST_WORKERS  pytest-xdist workers of `test` (default 2; 0: one process)
 #   FLEXIBERT_CONDA=1  create/use a conda env "flexibert" instead of .venv when conda is present
 set -euo pipefail
 _here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -49,7 +50,10 @@ if [[ "${1:-}" == "test" ]]; then
   shift
   cd "$_here"
   "$_py" -m ruff check .
-  exec "$_py" -m pytest "$@"
+  # Two pytest-xdist workers, each taking whole test files: most of the suite's time is single-threaded (imports,
+  # subprocesses, SLURM waits), and a file's module fixtures are then built once. The SLURM tests hold the one
+  # local cluster one at a time (tests/slurm_cluster.py). FLEXIBERT_TEST_WORKERS=0 runs everything in one process.
+  exec "$_py" -m pytest -n "${FLEXIBERT_TEST_WORKERS:-2}" --dist loadfile "$@"
 fi
 if [[ "${1:-}" == "demo" ]]; then
   shift

@@ -1,6 +1,6 @@
 """Access to the local single-node SLURM cluster (slurm/local_cluster.sh) for tests.
 
-    from slurm_cluster import slurm_env  # session fixture: {"SLURM_CONF": ...}
+    from slurm_cluster import slurm_env  # {"SLURM_CONF": ...}, the cluster held by one test at a time
 
     def test_x(slurm_env):
         subprocess.run(["sbatch", ...], env={**os.environ, **slurm_env})
@@ -84,7 +84,15 @@ def ensure_cluster() -> dict[str, str]:
     return dict(value)
 
 
-@pytest.fixture(scope="session")
-def slurm_env() -> dict[str, str]:
-    """Environment additions for subprocesses that talk to the local cluster: ``env={**os.environ, **slurm_env}``."""
-    return ensure_cluster()
+@pytest.fixture
+def slurm_env():
+    """Environment additions for subprocesses that talk to the local cluster: ``env={**os.environ, **slurm_env}``.
+
+    The test holds the cluster alone while it runs: under pytest-xdist (the README's test command runs two workers)
+    the other worker's SLURM test waits here, because these tests time jobs, signals and requeues against a node
+    whose two CPUs are theirs. The cluster itself is started once per session (``ensure_cluster``).
+    """
+    env = ensure_cluster()
+    with open(state_dir() / "test.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield env
