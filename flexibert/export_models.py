@@ -23,7 +23,8 @@ from flexibert.utils.cli import HelpFormatter
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--run_dir", required=True, help="the search's run folder")
-    parser.add_argument("--top", type=int, default=1, help="export the best N models by score")
+    parser.add_argument("--top", type=int, default=1,
+                        help="export the best N models in the leaderboard's order (by score, or by a run's one other objective)")
     parser.add_argument("--front", action="store_true", help="choose among the Pareto front's models (see leaderboard.md)")
     parser.add_argument("--models", nargs="+", metavar="HASH", help="export these models (hash prefixes) instead")
     parser.add_argument("--output_dir", help="where the model folders go (default: <run_dir>/exported)")

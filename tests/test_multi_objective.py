@@ -32,6 +32,7 @@ from flexibert.search.hierarchy import next_level_library
 from flexibert.search.hierarchy import parse_args as hierarchy_args
 from flexibert.search.objectives import ObjectiveError, ObjectiveSet, front_members, parse_objective, value_matrix
 from flexibert.search.pareto import as_minimisation, hypervolume, pareto_mask
+from flexibert.search.report import best_score_figure
 from flexibert.search.strategies.base import SearchContext, stratified_available
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -230,6 +231,23 @@ def test_journal_records_every_objective_of_each_finished_model(nasbench, nasben
                 if json.loads(line)["event"] == "finish"]
     assert len(finishes) == 6 and all(set(e["objectives"]) == {"glue", "flops", "time_to_train"} for e in finishes)
     assert all(e["objectives"]["glue"] == e["score"] and e["objectives"]["flops"] > 0 for e in finishes)
+
+
+def test_a_single_objective_other_than_the_score_is_what_best_and_the_leaderboard_mean(nasbench_search, tmp_path):
+    run_dir = tmp_path / "fastest"
+    state = nasbench_search(run_dir, "--strategy", "random", "--budget", "6", "--objectives", "time_to_train")
+    times = {h: state.candidates[h].objectives["time_to_train"] for h in state.finished}
+    fastest = min(times, key=times.__getitem__)
+    assert fastest != max(state.finished, key=lambda h: state.candidates[h].score)  # else the test shows nothing
+    with open(run_dir / "leaderboard.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["model_hash"] for row in rows] == sorted(times, key=times.__getitem__)  # the least time to train first
+    assert f"best time_to_train {times[fastest]:,.4g}: {fastest}" in state.console
+    assert f"best time_to_train {times[fastest]:,.4g} ({fastest[:12]})" in state.console.splitlines()[-3]
+    assert chosen_models(state, top=2) == sorted(times, key=times.__getitem__)[:2]  # export_models --top
+    ax = best_score_figure(state).axes[0]  # report/best_score.png: the least time to train so far
+    assert ax.get_ylabel() == "time_to_train"
+    assert list(ax.lines[0].get_ydata()) == list(np.minimum.accumulate([times[h] for h in state.finished]))
 
 
 def test_the_hierarchical_step_refines_around_the_front(nasbench, nasbench_search, tmp_path):

@@ -25,7 +25,7 @@ from flexibert.cluster.base import ENDED, Executor, JobRequest
 from flexibert.search.job import run_request
 from flexibert.search.journal import Candidate, Event, Journal, RunDirError, RunLock, SearchState
 from flexibert.search.layout import SCORE_FIELD, RunLayout
-from flexibert.search.objectives import ObjectiveSet
+from flexibert.search.objectives import ObjectiveSet, Score, best_text, ranked
 from flexibert.search.progress import ProgressBoard
 from flexibert.search.report import write_plots, write_scored_library, write_tables
 from flexibert.search.screening import LatencyScreen
@@ -128,9 +128,10 @@ class Controller:
             write_tables(self.layout, self.state, self.library)
 
     def _announce_result(self, candidate: Candidate) -> None:
-        best_hash, best = self.state.best()
-        print(f"  {candidate.model_hash[:12]} scored {candidate.score:.2f} ({candidate.method}); best {best:.2f} "
-              f"({best_hash[:12]}); {len(self.state.finished)} evaluated", flush=True)
+        best_hash = ranked(self.state)[0]
+        value = "" if isinstance(self.objectives.headline, Score) else f", {best_text(self.state, candidate.model_hash)}"
+        print(f"  {candidate.model_hash[:12]} scored {candidate.score:.2f}{value} ({candidate.method}); "
+              f"best {best_text(self.state, best_hash)} ({best_hash[:12]}); {len(self.state.finished)} evaluated", flush=True)
 
     # -- proposing and submitting ------------------------------------------------------------------------------
 
@@ -197,10 +198,10 @@ class Controller:
             model_hash = self.library.hashes[index]
             entries.append({"model_hash": model_hash, "method": method, "neighbor": self.choose_neighbor(model_hash, trained)})
         self.record(Event.ROUND, round=round_index, proposals=entries, strategy_state=self.strategy.state_dict())
-        best = self.state.best()
-        best_text = f"best {best[1]:.2f} ({best[0][:12]})" if best else "no scores yet"
+        best = ranked(self.state)[:1]
+        best_now = f"best {best_text(self.state, best[0])} ({best[0][:12]})" if best else "no scores yet"
         methods = ", ".join(sorted({e["method"] for e in entries}))
-        print(f"round {round_index} [{methods}]: proposed {', '.join(e['model_hash'][:12] for e in entries)} | {best_text} | "
+        print(f"round {round_index} [{methods}]: proposed {', '.join(e['model_hash'][:12] for e in entries)} | {best_now} | "
               f"evaluated {len(self.state.finished)}/{self.args.budget}, in flight {len(self.state.in_flight()) + len(entries)}",
               flush=True)
         return True
@@ -276,8 +277,8 @@ class Controller:
         if reason == "converged":
             print(f"stopped early: {self.args.strategy} converged after {len(self.state.candidates)} of --budget {self.args.budget} "
                   "models (--stop_on_convergence); the journal records the stop", flush=True)
-        best = self.state.best()
-        summary = f"best {best[1]:.2f}: {best[0]}" if best else "no model scored"
+        best = ranked(self.state)[:1]
+        summary = f"best {best_text(self.state, best[0])}: {best[0]}" if best else "no model scored"
         print(f"search {'stopped' if reason == 'interrupted' else 'finished'} ({reason}) after {len(self.state.finished)} "
               f"evaluated, {len(self.state.failed())} failed; {summary}\nresults in {self.layout.root}/ (leaderboard.md, "
               "history.csv, report/)", flush=True)

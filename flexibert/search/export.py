@@ -14,7 +14,7 @@ from pathlib import Path
 from flexibert.models.model_card import model_card, write_model_card
 from flexibert.search.journal import SearchState
 from flexibert.search.layout import RunLayout
-from flexibert.search.objectives import front_members
+from flexibert.search.objectives import front_members, ranked
 from flexibert.utils.files import replaced_folder
 
 # What a loadable model folder needs (.py: the code saved with the model, to load it without the package);
@@ -29,16 +29,15 @@ class ExportError(ValueError):
 
 
 def chosen_models(state: SearchState, top: int = 1, front: bool = False, hashes: list[str] | None = None) -> list[str]:
-    """The models to export: the named ones, else the best ``top`` by score (of the Pareto front with ``front``)."""
-    scores = state.scores()
+    """The models to export: the named ones, else the best ``top`` in the leaderboard's order (the run's headline
+    objective; of the Pareto front with ``front``)."""
     if hashes:
-        unknown = [h for h in hashes if not any(s.startswith(h) for s in scores)]
+        unknown = [h for h in hashes if not any(s.startswith(h) for s in state.finished)]
         if unknown:
             raise ExportError(f"no finished model of this run starts with {', '.join(unknown)}; see its leaderboard.md")
-        return [next(s for s in scores if s.startswith(h)) for h in hashes]
-    pool = front_members(state) if front else set(scores)
-    finished = {h: i for i, h in enumerate(scores)}  # equal scores: the earlier finished first, as on the leaderboard
-    return sorted(pool, key=lambda h: (-scores[h], finished[h]))[:top]
+        return [next(s for s in state.finished if s.startswith(h)) for h in hashes]
+    pool = front_members(state) if front else set(state.finished)
+    return [h for h in ranked(state) if h in pool][:top]
 
 
 def _loadable_files(folder: Path) -> list[Path]:

@@ -316,10 +316,3 @@ class SearchState:
 
     def failed(self) -> list[Candidate]:
         return [c for c in self.candidates.values() if c.failed_reason is not None]
-
-    def best(self) -> tuple[str, float] | None:
-        scores = self.scores()
-        if not scores:
-            return None
-        best_hash = max(scores, key=scores.__getitem__)  # first of equals: the earliest finished
-        return best_hash, scores[best_hash]

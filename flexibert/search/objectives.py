@@ -220,6 +220,12 @@ class ObjectiveSet:
     def multi(self) -> bool:
         return len(self.objectives) > 1
 
+    @property
+    def headline(self) -> Objective:
+        """The objective "best" means in a run's reports: a single-objective run's own (what its strategy optimised,
+        e.g. ``--objectives sst2``), else the score (a front has no one best; its reports mark the front)."""
+        return self.objectives[0] if not self.multi else Score("glue", True)
+
     def values_of(self, results: dict) -> dict[str, float | None]:
         """Every objective's value for one evaluated model, from its results.json (what the finish event records)."""
         return {o.name: o.of_results(results) for o in self.objectives}
@@ -273,6 +279,25 @@ def objectives_of(state: SearchState) -> ObjectiveSet:
 def value_matrix(state: SearchState, names: list[str]) -> np.ndarray:
     """(finished models, objectives): the journaled values, rows in completion order."""
     return np.array(list(state.objective_values(names).values()), dtype=float).reshape(len(state.finished), len(names))
+
+
+def headline_value(state: SearchState, model_hash: str) -> float:
+    """A finished model's value of the run's headline objective (``ObjectiveSet.headline``)."""
+    objective, candidate = objectives_of(state).headline, state.candidates[model_hash]
+    return candidate.score if isinstance(objective, Score) else candidate.objectives[objective.name]
+
+
+def ranked(state: SearchState) -> list[str]:
+    """The finished models, best first by the run's headline objective (ties: the earlier finished first)."""
+    sign = -1.0 if objectives_of(state).headline.maximize else 1.0
+    return sorted(state.finished, key=lambda h: sign * headline_value(state, h))
+
+
+def best_text(state: SearchState, model_hash: str) -> str:
+    """How the console names a model's headline value: the score bare ("71.20"), another objective by name
+    ("time_to_train 1,798"), so that a run optimising something else never calls the best score its best."""
+    objective, value = objectives_of(state).headline, headline_value(state, model_hash)
+    return f"{value:.2f}" if isinstance(objective, Score) else f"{objective.name} {value:,.4g}"
 
 
 def front_members(state: SearchState) -> set[str]:

@@ -28,7 +28,15 @@ from flexibert.data.glue import HUB_DATASET, GlueError, get_task  # noqa: E402
 from flexibert.data.glue_metrics import score_metrics  # noqa: E402
 from flexibert.search.journal import SearchState  # noqa: E402
 from flexibert.search.layout import RunLayout  # noqa: E402
-from flexibert.search.objectives import ParameterCount, front_members, objectives_of, value_matrix  # noqa: E402
+from flexibert.search.objectives import (  # noqa: E402
+    ParameterCount,
+    Score,
+    front_members,
+    headline_value,
+    objectives_of,
+    ranked,
+    value_matrix,
+)
 from flexibert.search.pareto import as_minimisation, pareto_mask  # noqa: E402
 from flexibert.utils.files import atomic_write  # noqa: E402
 
@@ -89,15 +97,14 @@ def _weights(run: RunLayout | None, model_hash: str) -> str:
 
 
 def leaderboard_rows(state: SearchState, library: Library, run: RunLayout | None = None) -> list[dict]:
-    """Finished models, best score first (ties: earlier finished first); ``pareto`` marks the front."""
-    ranked = sorted(state.finished, key=lambda h: -state.candidates[h].score)
+    """Finished models, best first by the run's headline objective (ties: earlier finished first); ``pareto`` marks the front."""
     front = front_members(state)
     extra = _extra_objectives(state)
     return [{"rank": rank, "model_hash": h, "score": state.candidates[h].score, "parameters": state.candidates[h].parameters,
              **{name: _extra_value(state, h, name) for name in extra}, "pareto": "yes" if h in front else "",
              "method": state.candidates[h].method, "neighbor": state.candidates[h].neighbor or "",
              "pretrained": pretraining_summary(state.candidates[h].training), "weights": _weights(run, h),
-             "model_dict": json.dumps(library.model_dict(h), separators=(",", ":"))} for rank, h in enumerate(ranked, 1)]
+             "model_dict": json.dumps(library.model_dict(h), separators=(",", ":"))} for rank, h in enumerate(ranked(state), 1)]
 
 
 def pretraining_summary(training: dict | None) -> str:
@@ -246,13 +253,16 @@ def _titled(ax: plt.Axes, title: str, state: SearchState) -> None:
 
 
 def best_score_figure(state: SearchState) -> Figure:
-    """Each evaluated model's score in completion order, and the best so far."""
-    scores = np.array([state.candidates[h].score for h in state.finished])
+    """Each evaluated model's score in completion order, and the best so far; a run of one other objective shows
+    that objective, as its leaderboard ranks by it."""
+    objective = objectives_of(state).headline
+    scores = np.array([headline_value(state, h) for h in state.finished])
     fig, ax = plt.subplots(figsize=(6.5, 4))
     if len(scores):
-        ax.step(np.arange(1, len(scores) + 1), np.maximum.accumulate(scores), where="post", label="best so far")
+        best = np.maximum.accumulate(scores) if objective.maximize else np.minimum.accumulate(scores)
+        ax.step(np.arange(1, len(scores) + 1), best, where="post", label="best so far")
         ax.scatter(np.arange(1, len(scores) + 1), scores, s=12, alpha=0.6, label="each model")
-    ax.set(xlabel="evaluated models", ylabel="score")
+    ax.set(xlabel="evaluated models", ylabel="score" if isinstance(objective, Score) else objective.name)
     count_axis(ax.xaxis)
     _titled(ax, f"{state.config.get('strategy', '')} search: {len(scores)} models evaluated", state)
     ax.legend(loc="best")
