@@ -281,22 +281,30 @@ def value_matrix(state: SearchState, names: list[str]) -> np.ndarray:
     return np.array(list(state.objective_values(names).values()), dtype=float).reshape(len(state.finished), len(names))
 
 
-def headline_value(state: SearchState, model_hash: str) -> float:
-    """A finished model's value of the run's headline objective (``ObjectiveSet.headline``)."""
-    objective, candidate = objectives_of(state).headline, state.candidates[model_hash]
+def _value(objective: Objective, state: SearchState, model_hash: str) -> float:
+    """A finished model's value of ``objective``; the score is on every candidate, the others where the run has them."""
+    candidate = state.candidates[model_hash]
     return candidate.score if isinstance(objective, Score) else candidate.objectives[objective.name]
+
+
+def headline_values(state: SearchState) -> list[float]:
+    """The finished models' values of the run's headline objective (``ObjectiveSet.headline``), in completion order."""
+    objective = objectives_of(state).headline
+    return [_value(objective, state, h) for h in state.finished]
 
 
 def ranked(state: SearchState) -> list[str]:
     """The finished models, best first by the run's headline objective (ties: the earlier finished first)."""
     sign = -1.0 if objectives_of(state).headline.maximize else 1.0
-    return sorted(state.finished, key=lambda h: sign * headline_value(state, h))
+    values = dict(zip(state.finished, headline_values(state), strict=True))
+    return sorted(state.finished, key=lambda h: sign * values[h])
 
 
 def best_text(state: SearchState, model_hash: str) -> str:
     """How the console names a model's headline value: the score bare ("71.20"), another objective by name
     ("time_to_train 1,798"), so that a run optimising something else never calls the best score its best."""
-    objective, value = objectives_of(state).headline, headline_value(state, model_hash)
+    objective = objectives_of(state).headline
+    value = _value(objective, state, model_hash)
     return f"{value:.2f}" if isinstance(objective, Score) else f"{objective.name} {value:,.4g}"
 
 

@@ -32,7 +32,7 @@ from flexibert.search.objectives import (  # noqa: E402
     ParameterCount,
     Score,
     front_members,
-    headline_value,
+    headline_values,
     objectives_of,
     ranked,
     value_matrix,
@@ -256,7 +256,7 @@ def best_score_figure(state: SearchState) -> Figure:
     """Each evaluated model's score in completion order, and the best so far; a run of one other objective shows
     that objective, as its leaderboard ranks by it."""
     objective = objectives_of(state).headline
-    scores = np.array([headline_value(state, h) for h in state.finished])
+    scores = np.array(headline_values(state))
     fig, ax = plt.subplots(figsize=(6.5, 4))
     if len(scores):
         best = np.maximum.accumulate(scores) if objective.maximize else np.minimum.accumulate(scores)
