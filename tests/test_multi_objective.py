@@ -319,7 +319,9 @@ def test_a_latency_cap_measures_each_model_before_it_is_proposed_and_a_resume_re
 
     library, settings = Library.load(nasbench["library"]), {"batch_size": 1, "seq_length": 32, "repeats": 5}
     probe = LatencyScreen(library, Constraint(parse_objective("latency"), 0.0), settings)
-    cap = float(np.median([probe.measure(h)["median_ms"] for h in library.hashes[:9]]))  # about half the models pass here
+    # About a quarter of the models pass here: refusals stay certain when the load of the machine (another pytest-xdist
+    # worker) differs between these measurements and the search's, as a cap at the median did not (all six passed once).
+    cap = float(np.quantile([probe.measure(h)["median_ms"] for h in library.hashes[:9]], 0.25))
     flags = ("--strategy", "boshnas", "--budget", "6", "--max_latency_ms", str(cap), "--latency_seq_length", "32",
              "--latency_repeats", "5", "--surrogate_epochs", "30")
     state = nasbench_search(tmp_path / "run", *flags)
