@@ -295,9 +295,9 @@ def headline_values(state: SearchState) -> list[float]:
 
 def ranked(state: SearchState) -> list[str]:
     """The finished models, best first by the run's headline objective (ties: the earlier finished first)."""
-    sign = -1.0 if objectives_of(state).headline.maximize else 1.0
-    values = dict(zip(state.finished, headline_values(state), strict=True))
-    return sorted(state.finished, key=lambda h: sign * values[h])
+    objective = objectives_of(state).headline
+    sign = -1.0 if objective.maximize else 1.0
+    return sorted(state.finished, key=lambda h: sign * _value(objective, state, h))
 
 
 def best_text(state: SearchState, model_hash: str) -> str:
