@@ -9,6 +9,7 @@ import contextlib
 import copy
 import importlib.util
 import io
+import itertools
 import json
 import re
 from pathlib import Path
@@ -271,6 +272,21 @@ def test_the_search_benchmark_judges_rankings_among_the_top_tenth_and_the_noise_
     assert efficiency.training_noise(bench) == (pytest.approx(np.sqrt((1 + 9) / 2 / 2)), 2)  # differences 1 and 3
     bench.write_text(json.dumps({"entries": entries[4:]}))  # nothing trained twice
     assert efficiency.training_noise(bench) is None
+
+
+def test_knowing_the_best_tenth_is_computed_exactly_as_every_draw_of_such_a_search_averages():
+    efficiency = load_benchmark_script("search_efficiency")
+    scores = np.arange(30.0)  # the best tenth: 27, 28, 29; the top 1%: 29
+    draws = []  # (evaluations to 29, 29 within 3, best of 3), each initial pair's orders averaged: the pairs are equally likely
+    for first, second in itertools.permutations(range(30), 2):  # every ordered pair of initial models
+        rest = [i for i in (27, 28, 29) if i not in (first, second)]
+        runs = [[first, second, *order] for order in itertools.permutations(rest)]  # then the tenth in every order
+        draws.append(np.mean([(run.index(29) + 1, 29 in run[:3], max(run[:3])) for run in runs], axis=0))
+    exact = efficiency.knowing_the_best_tenth(scores, num_init=2, budget=3)
+    assert exact == pytest.approx(tuple(np.mean(draws, axis=0)))
+    assert efficiency.knowing_the_best_tenth(np.arange(10.0), num_init=2, budget=2)[1:] == pytest.approx((0.2, 285 / 45))
+    assert "after 2.7 evaluations on average, within 30 with chance 100%, and best@30 9.00" in (
+        efficiency.knowing_the_best_tenth_line(np.arange(10.0), num_init=2))  # 0.1 x 1 + 0.1 x 2 + 0.8 x 3
 
 
 def test_the_search_table_counts_best_tenth_models_and_says_where_the_top_one_percent_ends():
