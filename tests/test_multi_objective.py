@@ -28,7 +28,7 @@ from flexibert.search.comparison import (
     random_expected_hypervolume_share,
 )
 from flexibert.search.export import ExportError, chosen_models
-from flexibert.search.hierarchy import next_level_library
+from flexibert.search.hierarchy import next_level_library, top_models
 from flexibert.search.hierarchy import parse_args as hierarchy_args
 from flexibert.search.objectives import ObjectiveError, ObjectiveSet, front_members, parse_objective, value_matrix
 from flexibert.search.pareto import as_minimisation, hypervolume, pareto_mask
@@ -248,6 +248,22 @@ def test_a_single_objective_other_than_the_score_is_what_best_and_the_leaderboar
     ax = best_score_figure(state).axes[0]  # report/best_score.png: the least time to train so far
     assert ax.get_ylabel() == "time_to_train"
     assert list(ax.lines[0].get_ydata()) == list(np.minimum.accumulate([times[h] for h in state.finished]))
+
+
+def test_the_hierarchical_step_refines_around_the_best_by_what_a_single_objective_search_optimised(nasbench, nasbench_search,
+                                                                                                     tmp_path):
+    state = nasbench_search(tmp_path / "fastest", "--strategy", "random", "--budget", "6", "--objectives", "time_to_train")
+    times = {h: state.candidates[h].objectives["time_to_train"] for h in state.finished}
+    fastest = sorted(times, key=times.__getitem__)[:2]
+    assert fastest != top_models(state.scores(), Library.load(nasbench["library"]), 2)  # else the test shows nothing
+    with contextlib.redirect_stdout(io.StringIO()) as console:
+        new, _ = next_level_library(hierarchy_args([
+            "--old_dataset_file", str(nasbench["library"]), "--new_dataset_file", str(tmp_path / "level2.json"),
+            "--run_dir", str(tmp_path / "fastest"), "--top_models", "2", "--old_layers_per_stack", "1",
+            "--new_layers_per_stack", "1", "--neighbors_per_model", "1", "--max_candidates_per_pair", "20",
+            "--num_neighbors", "5"]))
+    assert new.metadata["top_models"] == fastest
+    assert "optimised time_to_train: refining around its best 2 by time_to_train" in console.getvalue()
 
 
 def test_the_hierarchical_step_refines_around_the_front(nasbench, nasbench_search, tmp_path):

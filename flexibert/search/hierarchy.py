@@ -1,9 +1,9 @@
 """The hierarchical step as a library: the next, finer library around the best models of a searched one.
 
-The best-scoring models (or, with ``--around front``, the best of a multi-objective search's Pareto
-front) are interpolated with their stored neighbours and with each other at a finer
-number of layers per stack (embeddings/interpolation.py), and the candidates become a new library with
-its own embeddings and neighbours. ``flexibert/hierarchical.py`` is the stage script.
+The best-scoring models (of a search that optimised one other objective, the best by it; with
+``--around front``, the best-scoring of a multi-objective search's Pareto front) are interpolated with
+their stored neighbours and with each other at a finer number of layers per stack (embeddings/interpolation.py),
+and the candidates become a new library with its own embeddings and neighbours. ``flexibert/hierarchical.py`` is the stage script.
 
 With ``--run_dir`` the scores are the ones the search journaled (``<run_dir>/journal.jsonl``, replayed by
 ``open_run``): the journal is the run's source of truth, so a model whose ``models/<hash>/results.json`` was
@@ -31,7 +31,7 @@ from embeddings.library_builder import add_embedding_arguments
 from flexibert.search.benchmarks import is_number
 from flexibert.search.journal import Journal, RunDirError, SearchState
 from flexibert.search.layout import SCORE_FIELD, RunLayout
-from flexibert.search.objectives import front_members
+from flexibert.search.objectives import Score, front_members, objectives_of, ranked
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,8 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="interpolate FF widths per sub-layer (keeps heterogeneous FF stacks) instead of one width per layer")
     parser.add_argument("--top_models", type=int, default=5, help="best models to interpolate from (the original's TOP_NUM_MODELS)")
     parser.add_argument("--around", choices=("top", "front"), default="top",
-                        help="refine around the best scores, or around the Pareto front of --run_dir's objectives (its best-scoring "
-                             "--top_models members; a single-objective run's front is score against parameters)")
+                        help="refine around the best scores (of a --run_dir that optimised one other objective, its best "
+                             "by that), or around the Pareto front of --run_dir's objectives (its best-scoring --top_models members; "
+                             "a single-objective run's front is score against parameters)")
     parser.add_argument("--neighbors_per_model", type=int, default=5, help="stored neighbours of each top model to interpolate with")
     parser.add_argument("--max_candidates_per_pair", type=int, default=10000,
                         help="a pair with more candidates is sampled down to this many (seeded)")
@@ -171,6 +172,18 @@ def top_models(scores: dict[str, float], library: Library, count: int) -> list[s
     return sorted(scores, key=lambda h: (-scores[h], library.index(h)))[:count]
 
 
+def run_top_models(run_dir: str, scores: dict[str, float], library: Library, count: int) -> list[str]:
+    """The run's best ``count`` models by what it optimised: its score, or a single other objective's values
+    (``--objectives rte`` refines around the best RTE models, ``--objectives time_to_train`` around the fastest)."""
+    state = open_run(run_dir)
+    headline = objectives_of(state).headline
+    if isinstance(headline, Score):
+        return top_models(scores, library, count)
+    best = [h for h in ranked(state) if h in scores][:count]
+    print(f"{run_dir} optimised {headline.name}: refining around its best {len(best)} by {headline.name}")
+    return best
+
+
 def front_models(run_dir: str, scores: dict[str, float], library: Library, count: int) -> list[str]:
     """The best-scoring ``count`` models of the run's Pareto front (its journal says which models and objectives)."""
     front = [h for h in front_members(open_run(run_dir)) if h in scores and h in library]
@@ -221,6 +234,13 @@ def default_output(old_file: str, level: int) -> Path:
     return old.with_name(f"{stem}_level{level}.json")
 
 
+def best_models(args: argparse.Namespace, scores: dict[str, float], library: Library) -> list[str]:
+    """The models to refine around: the best of the run's front, the run's best by what it optimised, or the best scores."""
+    if args.around == "front":
+        return front_models(args.run_dir, scores, library, args.top_models)
+    return run_top_models(args.run_dir, scores, library, args.top_models) if args.run_dir else top_models(scores, library, args.top_models)
+
+
 def next_level_library(args: argparse.Namespace) -> tuple[Library, Path]:
     """The next, finer library around the best models of ``args.old_dataset_file``, and where it is to be saved."""
     old = Library.load(args.old_dataset_file)
@@ -238,7 +258,7 @@ def next_level_library(args: argparse.Namespace) -> tuple[Library, Path]:
         print(f"{args.old_dataset_file} holds a uniform sample of its design space ({len(old):,} models): "
               "refining around the best models of the sample")
     scores = read_scores(args, old)
-    top = front_models(args.run_dir, scores, old, args.top_models) if args.around == "front" else top_models(scores, old, args.top_models)
+    top = best_models(args, scores, old)
     print_summary(scores, top, old)
     candidates = collect_candidates(old, top, args)
     space = load_design_space(args.design_space_file) if args.design_space_file else None
