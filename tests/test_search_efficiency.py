@@ -136,3 +136,44 @@ def test_boshnas_linear_prior_sees_the_choices_and_ranks_unseen_models_from_five
             rho[prior].append(spearmanr(-surrogate.predict(inputs[unseen])[0], scores[unseen])[0])
     # 0.80 against 0.14 here: five scores are too few for the teacher alone, not for a linear model of the choices.
     assert np.mean(rho[columns]) > max(0.6, np.mean(rho[None]) + 0.3), rho
+
+
+class CountingSurrogate(Surrogate):
+    """The real surrogate, counting its fits: how a test tells a reused fit from a refit."""
+
+    fits = 0
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        type(self).fits += 1
+        return super().fit(X, y)
+
+
+def test_boshnas_asked_a_round_again_reuses_that_rounds_fit_and_proposes_what_a_refit_would(nasbench, tmp_path):
+    from flexibert.search.layout import RunLayout
+    from flexibert.search.strategies import Boshnas, BoshnasSettings
+
+    library = Library.load(nasbench["library"])
+    truth = dict(zip(library.hashes, nasbench["scores"], strict=True))
+    settings = BoshnasSettings(surrogate_epochs=20, prob_uncertainty=0.0, prob_random=0.0)
+
+    def strategy() -> Boshnas:
+        made = Boshnas(settings, RunLayout(tmp_path / "run"))
+        made._surrogate_class = CountingSurrogate
+        return made
+
+    def context(known: int, refused: list[int] = ()) -> SearchContext:
+        scores = {h: truth[h] for h in library.hashes[:known]}
+        return SearchContext(library, scores, set(scores) | {library.hashes[i] for i in refused})
+
+    first = strategy()
+    first.propose(context(7), 2, np.random.default_rng(0), 0)
+    before = first.state_dict()  # the controller's copy before round 1
+    picked = [i for i, _ in first.propose(context(8), 2, np.random.default_rng(1), 1)]
+    fits = CountingSurrogate.fits
+    first.load_state_dict(before)  # a screened cap refused both: round 1 is asked again without them
+    again = first.propose(context(8, picked), 2, np.random.default_rng(2), 1)
+    assert CountingSurrogate.fits == fits  # round 1's fit stood in for a refit on the same scores
+    resumed = strategy()  # a controller that never saw the first attempt refits from round 0's checkpoint
+    resumed.load_state_dict(before)
+    assert resumed.propose(context(8, picked), 2, np.random.default_rng(2), 1) == again
+    assert CountingSurrogate.fits == fits + 1 and not set(picked) & {i for i, _ in again}

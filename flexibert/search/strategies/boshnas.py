@@ -17,6 +17,7 @@ initial models of a score-against-cost search are drawn one per cost stratum (``
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,7 @@ class Boshnas(Strategy):
         self._surrogate_class = Surrogate
         self.surrogates: list[Surrogate] = []  # one per objective that only training tells, in objective order
         self._inputs_of: SurrogateInputs | None = None  # one library's: they depend on nothing else
+        self._last_fit: tuple[tuple[int, int], list[Surrogate]] | None = None  # ((round, scores), the surrogates it fitted)
         self.state = {"rounds_without_progress": 0, "last_best": None, "last_method": None, "fitted_on": 0,
                       "surrogate_round": None, "surrogate_objectives": [0], "last_front": None}
 
@@ -144,6 +146,19 @@ class Boshnas(Strategy):
         targets = self._targets(context)
         if not targets or len(targets[0][2]) == self.state["fitted_on"]:
             return
+        key = (round_index, len(targets[0][2]))
+        if self._last_fit is not None and self._last_fit[0] == key:
+            # The controller asks a round again (a screened cap refused every pick) from the state before it: the same
+            # scores from the same start fit the same surrogates, so the first attempt's fit stands in for the refit.
+            self.surrogates = [copy.deepcopy(s) for s in self._last_fit[1]]
+        else:
+            self._refit(context, targets, round_index)
+            self._last_fit = (key, [copy.deepcopy(s) for s in self.surrogates])
+        self.state.update(fitted_on=len(targets[0][2]), surrogate_objectives=[j for j, _, _ in targets],
+                          surrogate_round=round_index if self.run is not None else None)
+
+    def _refit(self, context: SearchContext, targets: list[tuple[int, np.ndarray, np.ndarray]], round_index: int) -> None:
+        """Fit each objective's surrogate, warm-started, on its scores so far, and checkpoint it for the round."""
         inputs = self._surrogate_inputs(context)
         if not self.surrogates:
             s = self.settings
@@ -154,8 +169,6 @@ class Boshnas(Strategy):
             surrogate.fit(inputs.matrix[indices], normalised_losses(scores))
             if (path := self._checkpoint(round_index, j)) is not None:
                 surrogate.save(path)
-        self.state.update(fitted_on=len(targets[0][2]), surrogate_objectives=[j for j, _, _ in targets],
-                          surrogate_round=round_index if self.run is not None else None)
 
     def _optimize(self, context: SearchContext, count: int, rng: np.random.Generator, round_index: int) -> list[int]:
         """The untried models GOBI finds on the surrogate's bound (see gobi_picks.py)."""
