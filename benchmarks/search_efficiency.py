@@ -147,8 +147,7 @@ def run_one(library: Path, bench: Path, strategy: str, seed: int, args: argparse
 def table(name: str, runs: dict[str, list[list[float]]], scores: np.ndarray, args: argparse.Namespace) -> str:
     """The markdown table of one benchmark, random search's exact expectation last."""
     distinct = np.sort(scores)[::-1]
-    hits = math.ceil(0.01 * len(distinct))
-    threshold = distinct[hits - 1]
+    hits, threshold = top_one_percent(scores)
     budgets = [b for b in BUDGETS if b <= args.budget]
     early, tenth = min(30, args.budget), best_tenth(scores)
     good = scores[tenth].min()
@@ -230,9 +229,14 @@ def held_out_predictions(inputs: np.ndarray, scores: np.ndarray, shuffle: int = 
 def greedy_by_prediction(predicted: np.ndarray, scores: np.ndarray, budget: int = 30) -> tuple[int, float]:
     """Evaluating models best predicted first: (how many until the first top-1% model, the best score within ``budget``)."""
     order = np.argsort(-predicted, kind="stable")
-    hits = math.ceil(0.01 * len(scores))
-    top = scores >= np.sort(scores)[::-1][hits - 1]
+    top = scores >= top_one_percent(scores)[1]
     return int(np.flatnonzero(top[order])[0]) + 1, float(scores[order[:budget]].max())
+
+
+def top_one_percent(scores: np.ndarray) -> tuple[int, float]:
+    """(how many models the top 1% holds, the lowest score among them): the "top-1% model" of every figure here."""
+    hits = math.ceil(0.01 * len(scores))
+    return hits, float(np.sort(scores)[::-1][hits - 1])
 
 
 def best_tenth(scores: np.ndarray) -> np.ndarray:
@@ -295,7 +299,7 @@ def knowing_the_best_tenth(scores: np.ndarray, num_init: int, budget: int = 30) 
     """
     n, m, follow = len(scores), num_init, max(0, budget - num_init)
     ordered = np.sort(scores)[::-1]
-    g, t = int(best_tenth(scores).sum()), int(np.sum(scores >= ordered[math.ceil(0.01 * n) - 1]))
+    g, t = int(best_tenth(scores).sum()), int(np.sum(scores >= top_one_percent(scores)[1]))
     in_init = [math.prod((n - t - i) / (n - i) for i in range(k)) * t / (n - k) for k in range(m)]  # first top-1% at k+1
     missed = {j: _init_share(n, g, t, m, j) for j in range(m + 1)}  # no top-1% model among the first m, j others of the tenth
     evaluations = sum((k + 1) * p for k, p in enumerate(in_init)) + sum(p * (m + (g - j + 1) / (t + 1)) for j, p in missed.items())

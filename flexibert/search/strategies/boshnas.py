@@ -17,7 +17,6 @@ initial models of a score-against-cost search are drawn one per cost stratum (``
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -149,11 +148,12 @@ class Boshnas(Strategy):
         key = (round_index, len(targets[0][2]))
         if self._last_fit is not None and self._last_fit[0] == key:
             # The controller asks a round again (a screened cap refused every pick) from the state before it: the same
-            # scores from the same start fit the same surrogates, so the first attempt's fit stands in for the refit.
-            self.surrogates = [copy.deepcopy(s) for s in self._last_fit[1]]
+            # scores from the same start fit the same surrogates, so the first attempt's fit stands in for the refit (GOBI
+            # and predictions since then moved inputs, never weights).
+            self.surrogates = self._last_fit[1]
         else:
             self._refit(context, targets, round_index)
-            self._last_fit = (key, [copy.deepcopy(s) for s in self.surrogates])
+            self._last_fit = (key, self.surrogates)
         self.state.update(fitted_on=len(targets[0][2]), surrogate_objectives=[j for j, _, _ in targets],
                           surrogate_round=round_index if self.run is not None else None)
 
