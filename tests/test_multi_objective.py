@@ -87,7 +87,8 @@ def test_a_front_search_reports_its_front_and_measures_its_hypervolume(nasbench,
     front = pareto_mask(as_minimisation(found, [True, False]))
     assert marked == {h for h, on in zip(state.finished, front, strict=True) if on} and 0 < len(marked) < 14
     assert (tmp_path / "front" / "report" / "pareto.png").stat().st_size > 10_000
-    assert "Pareto" in (tmp_path / "front" / "leaderboard.md").read_text()
+    assert "at least as good in every objective (glue, params) and better" in (tmp_path / "front" / "leaderboard.md").read_text()
+    assert f"{len(marked)} on the front of glue and params (leaderboard.md marks them" in state.console  # the final line
     every = glue_and_params(nasbench)
     curve = hypervolume_fraction_curve(found, every, [True, False], 20)
     assert np.all(np.diff(curve[:14]) >= 0) and 0 < curve[13] <= 1 and np.isnan(curve[14:]).all()

@@ -76,7 +76,8 @@ def test_random_search_spends_its_budget_and_writes_every_report(search_files, t
     library = Library.load(search_files["library"])
     assert all(json.loads(r["model_dict"]) == library.model_dict(r["model_hash"]) for r in board)
     assert all(int(r["parameters"]) > 100_000 for r in board)
-    assert board[0]["model_hash"][:12] in (run_dir / "leaderboard.md").read_text()
+    markdown = (run_dir / "leaderboard.md").read_text()
+    assert board[0]["model_hash"][:12] in markdown and "every objective (score and parameters)" in markdown
     for plot in ("best_score.png", "score_vs_parameters.png", "library_map.png"):
         assert (run_dir / "report" / plot).stat().st_size > 10_000
 

@@ -25,7 +25,7 @@ from flexibert.cluster.base import ENDED, Executor, JobRequest
 from flexibert.search.job import run_request
 from flexibert.search.journal import Candidate, Event, Journal, RunDirError, RunLock, SearchState
 from flexibert.search.layout import SCORE_FIELD, RunLayout
-from flexibert.search.objectives import ObjectiveSet, Score, best_text, ranked
+from flexibert.search.objectives import ObjectiveSet, Score, best_text, front_text, ranked
 from flexibert.search.progress import ProgressBoard
 from flexibert.search.report import write_plots, write_scored_library, write_tables
 from flexibert.search.screening import LatencyScreen
@@ -130,8 +130,9 @@ class Controller:
     def _announce_result(self, candidate: Candidate) -> None:
         best_hash = ranked(self.state)[0]
         value = "" if isinstance(self.objectives.headline, Score) else f", {best_text(self.state, candidate.model_hash)}"
+        front = f", {text}" if (text := front_text(self.state)) else ""
         print(f"  {candidate.model_hash[:12]} scored {candidate.score:.2f}{value} ({candidate.method}); "
-              f"best {best_text(self.state, best_hash)} ({best_hash[:12]}); {len(self.state.finished)} evaluated", flush=True)
+              f"best {best_text(self.state, best_hash)} ({best_hash[:12]}); {len(self.state.finished)} evaluated{front}", flush=True)
 
     # -- proposing and submitting ------------------------------------------------------------------------------
 
@@ -279,6 +280,8 @@ class Controller:
                   "models (--stop_on_convergence); the journal records the stop", flush=True)
         best = ranked(self.state)[:1]
         summary = f"best {best_text(self.state, best[0])}: {best[0]}" if best else "no model scored"
+        if best and (front := front_text(self.state)):
+            summary += f"; {front} (leaderboard.md marks them, report/pareto.png draws them)"
         print(f"search {'stopped' if reason == 'interrupted' else 'finished'} ({reason}) after {len(self.state.finished)} "
               f"evaluated, {len(self.state.failed())} failed; {summary}\nresults in {self.layout.root}/ (leaderboard.md, "
               "history.csv, report/)", flush=True)

@@ -308,6 +308,15 @@ def best_text(state: SearchState, model_hash: str) -> str:
     return f"{value:.2f}" if isinstance(objective, Score) else f"{objective.name} {value:,.4g}"
 
 
+def front_text(state: SearchState) -> str:
+    """How the console counts a several-objective run's front ("6 on the front of glue and params"); empty for one
+    objective, whose console speaks of the best model alone."""
+    objectives = objectives_of(state)
+    if not objectives.multi:
+        return ""
+    return f"{len(front_members(state))} on the front of {' and '.join(objectives.names)}"
+
+
 def front_members(state: SearchState) -> set[str]:
     """The finished models on the Pareto front: of the search's objectives, or of score against parameters for one objective."""
     objectives = objectives_of(state)

@@ -126,8 +126,8 @@ def _number(value: object) -> str:
 
 
 def _markdown(rows: list[dict], failed: int, extra: list[str], objectives: str) -> str:
-    objectives = "".join(f"{name} | " for name in extra)
-    lines = [f"| rank | model | score | parameters | {objectives}Pareto | found by | pretrained | weights | model dict |",
+    extra_header = "".join(f"{name} | " for name in extra)
+    lines = [f"| rank | model | score | parameters | {extra_header}Pareto | found by | pretrained | weights | model dict |",
              "|---:|---|---:|---:|" + "---:|" * len(extra) + "---|---|---|---|---|"]
     for row in rows:
         params = f"{row['parameters']:,}" if row["parameters"] else "?"
