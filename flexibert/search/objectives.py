@@ -314,7 +314,8 @@ def front_text(state: SearchState) -> str:
     objectives = objectives_of(state)
     if not objectives.multi:
         return ""
-    return f"{len(front_members(state))} on the front of {' and '.join(objectives.names)}"
+    names = objectives.names
+    return f"{len(front_members(state))} on the front of {', '.join(names[:-1])} and {names[-1]}"
 
 
 def front_members(state: SearchState) -> set[str]:
