@@ -58,7 +58,8 @@ from flexibert.search.strategies.encoding import ChoiceEncoding  # noqa: E402
 BUDGETS = (10, 20, 30, 50)
 REFERENCE = "reference: BOSHNAS's picks with a ridge that has seen 90% of the benchmark"
 REFERENCE_NOTE = ("\nThe reference row is not a strategy: its predictions come from the benchmark itself (see "
-                  "`informed_reference`). It shows what much better predictions than a few scores allow would buy.\n")
+                  "`informed_reference`, each seed averaged over five ways of cutting the tenths). It shows what much better predictions "
+                  "than a few scores allow would buy.\n")
 COST_LABELS = {"params": "total parameters", "encoder_params": "encoder parameters", "flops": "FLOPs per token"}
 BERT_MINI = {"l": 4, "o": ["sa"] * 4, "p": ["sdp"] * 4, "h": [256] * 4, "n": [4] * 4, "f": [[1024]] * 4}
 
@@ -101,31 +102,37 @@ def front_table(curves: dict[str, np.ndarray], budget: int, every: np.ndarray | 
     return "\n".join(lines) + "\n" + noise_line(curves, budgets)
 
 
-def informed_reference(library: Library, every: np.ndarray, seeds: list[int], num_init: int, budget: int) -> np.ndarray:
+def informed_reference(library: Library, every: np.ndarray, seeds: list[int], num_init: int, budget: int,
+                       shuffles: int = 5) -> np.ndarray:
     """Hypervolume-share curves (seeds, budget) of a front search whose surrogate had seen 90% of the benchmark from
     the start: what much better predictions would buy, a reference and not a ceiling (its picks are greedy).
 
     A ridge regression on the one-hot choices and the log parameter count predicts each model from the
     nine tenths of the models it is not in; after ``num_init`` random models, each pick is the untried
     model of the largest expected hypervolume gain under those predictions (their residual std as the
-    spread), as BOSHNAS picks with its surrogate's.
+    spread), as BOSHNAS picks with its surrogate's. Each seed's curve is the mean over ``shuffles`` ways of
+    cutting the tenths: which tenth a lucky model falls in decides whether it is predicted high, and on
+    seeds 11-40 one cut's share after 30 evaluations ranged from 0.78 to 0.89 over five cuts.
     """
     known = ~np.isnan(every[:, 0])
     values = every[known]
     inputs = np.hstack([ChoiceEncoding.of(library, tied=False).one_hot()[known], np.log(values[:, 1:2])])
-    predicted = held_out_predictions(inputs, values[:, 0])
+    cuts = [held_out_predictions(inputs, values[:, 0], shuffle) for shuffle in range(shuffles)]
+    return np.mean([np.stack([_predicted_picks(values, predicted, seed, num_init, budget) for seed in seeds])
+                    for predicted in cuts], axis=0)
+
+
+def _predicted_picks(values: np.ndarray, predicted: np.ndarray, seed: int, num_init: int, budget: int) -> np.ndarray:
+    """One seed's share curve when every pick after ``num_init`` random models follows the ``predicted`` scores."""
     spread = np.full(len(values), np.std(predicted - values[:, 0]))
     reference = hypervolume_reference(values, [True, False])
-    curves = []
-    for seed in seeds:
-        chosen = [int(i) for i in np.random.default_rng(seed).choice(len(values), num_init, replace=False)]
-        while len(chosen) < min(budget, len(values)):
-            rest = np.setdiff1d(np.arange(len(values)), chosen)
-            gains = expected_hypervolume_improvements(as_minimisation(values[chosen], [True, False]), values[rest, 1],
-                                                      -predicted[rest], spread[rest], reference, known_column=1)
-            chosen.append(int(rest[np.argmax(gains)]))
-        curves.append(hypervolume_fraction_curve(values[chosen], values, [True, False], budget))
-    return np.stack(curves)
+    chosen = [int(i) for i in np.random.default_rng(seed).choice(len(values), num_init, replace=False)]
+    while len(chosen) < min(budget, len(values)):
+        rest = np.setdiff1d(np.arange(len(values)), chosen)
+        gains = expected_hypervolume_improvements(as_minimisation(values[chosen], [True, False]), values[rest, 1],
+                                                  -predicted[rest], spread[rest], reference, known_column=1)
+        chosen.append(int(rest[np.argmax(gains)]))
+    return hypervolume_fraction_curve(values[chosen], values, [True, False], budget)
 
 
 def noise_line(curves: dict[str, np.ndarray], budgets: list[int]) -> str:
