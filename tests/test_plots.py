@@ -317,6 +317,10 @@ def test_the_front_reference_with_benchmark_predictions_beats_random_picks(nasbe
     assert not np.allclose(curves, first_cut)  # which tenth a model falls in changes the picks: one cut is not the row
     random = random_expected_hypervolume_share(every, [True, False], 30)
     assert curves[:, -1].mean() > random + 0.05, (curves[:, -1], random)
+    line = objective.additivity_line(library, every, cuts=1)
+    ridge, trees = (float(x) for x in re.findall(r"RMSE (\d+\.\d+), and .* choices, (\d+\.\d+)\.", line)[0])
+    # Held out: in-sample predictions would fit far closer than one training's noise, and trees far closer than a ridge.
+    assert 1.5 < ridge < 2.5 and abs(trees - ridge) < 0.25, line
 
 
 def test_the_search_benchmark_can_add_seeded_noise_to_a_copy_of_nasbench(nasbench, tmp_path):
