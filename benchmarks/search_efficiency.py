@@ -219,11 +219,11 @@ def boshnas_round_seconds(args: argparse.Namespace, scored: int = 100, rounds: i
     return float(np.median(seconds))
 
 
-def held_out_predictions(inputs: np.ndarray, scores: np.ndarray, shuffle: int = 0) -> np.ndarray:
-    """Each model's score as a ridge regression fitted on the nine tenths of the models it is not in predicts it
-    (``shuffle`` seeds which models share a tenth)."""
+def held_out_predictions(inputs: np.ndarray, scores: np.ndarray, shuffle: int = 0, model=None) -> np.ndarray:
+    """Each model's score as a ridge regression (or ``model``) fitted on the nine tenths of the models it is not in
+    predicts it (``shuffle`` seeds which models share a tenth, the same tenths whatever the model)."""
     folds = KFold(10, shuffle=True, random_state=shuffle)
-    return cross_val_predict(RidgeCV(alphas=np.logspace(-2, 3, 20)), inputs, scores, cv=folds)
+    return cross_val_predict(model or RidgeCV(alphas=np.logspace(-2, 3, 20)), inputs, scores, cv=folds)
 
 
 def greedy_by_prediction(predicted: np.ndarray, scores: np.ndarray, budget: int = 30) -> tuple[int, float]:
